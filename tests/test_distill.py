@@ -1,0 +1,180 @@
+"""tiny_distill.py: the encoder, theta0, the loss, distillation runs, checkpoints and resume."""
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tasks
+import tiny_distill as td
+
+TINY = dict(dim=32, conv_channels=16, teacher_layers=3, teacher_steps=3, steps=4, batch=2, crop_s=0.5, log_every=1,
+            ckpt_every=2, bf16="off")
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tiny_data, tmp_path_factory):
+    """Tiny speech and music teachers pretrained for 3 steps, and theta0, in a temporary folder."""
+    root = tmp_path_factory.mktemp("distill")
+    cfg = td.Config(data_dir=tiny_data.data_dir, teacher_speech=str(root / "speech.pt"),
+                    teacher_music=str(root / "music.pt"), init=str(root / "theta0.pt"), **TINY)
+    td.main(["--init_only"] + [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("init_only", "resume")])
+    td.pretrain_teacher(cfg, "music", cfg.teacher_music)
+    return cfg, root
+
+
+def run(cfg, out, **kw):
+    return td.train(td.Config(**{**vars(cfg), "out_dir": str(out), **kw}))
+
+
+def test_frames_follow_the_conv_length_formula():
+    """T = floor((n - 400) / 320) + 1 for every input length, from the encoder itself."""
+    enc = td.Encoder(td.EncoderConfig(conv_channels=8, dim=32, layers=1, heads=2, ffn=64, pos_kernel=8, pos_groups=2))
+    for n in (400, 719, 720, 1039, 16000, 33333):
+        hidden = enc(torch.randn(1, n))
+        assert len(hidden) == 2 and hidden[0].shape == (1, tasks.n_frames(n), 32) == (1, td.conv_frames(n), 32)
+    with pytest.raises(ValueError, match="shorter than one frame"):
+        enc(torch.randn(1, 399))
+
+
+def test_attention_equals_a_hand_computation():
+    """softmax(q k^T / sqrt(d)) v per head, then the output projection."""
+    torch.manual_seed(0)
+    att = td.SelfAttention(16, 4)
+    x = torch.randn(2, 7, 16)
+    q, k, v = (p(x).view(2, 7, 4, 4).transpose(1, 2) for p in (att.q_proj, att.k_proj, att.v_proj))
+    y = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(4), -1) @ v
+    assert torch.allclose(att(x), att.out_proj(y.transpose(1, 2).reshape(2, 7, 16)), atol=1e-6)
+
+
+def test_loss_equals_a_hand_computation():
+    """Per head: mean |p - t| - mean log sigmoid(cos(p, t)); then the mean over heads."""
+    p, t = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    loss, l1, cos = td.distill_loss(p, t)
+    by_hand = [(p[:, h] - t[:, h]).abs().mean() - F.logsigmoid(F.cosine_similarity(p[:, h], t[:, h], -1)).mean() for h in range(3)]
+    assert torch.allclose(loss, torch.stack(by_hand).mean()) and l1.shape == cos.shape == (3,)
+    assert td.distill_loss(t, t)[0] == pytest.approx(-F.logsigmoid(torch.tensor(1.0)).item(), abs=1e-5)
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    """The whole encoder under bf16 autocast matches fp32 (the positional conv runs in fp32, see PILOTS.md)."""
+    torch.manual_seed(0)
+    enc = td.Encoder(td.EncoderConfig(conv_channels=16, dim=48, layers=2, heads=2, ffn=96, pos_kernel=16, pos_groups=4))
+    wav = torch.randn(2, 4000)
+    with torch.no_grad():
+        ref = enc(wav)[-1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = enc(wav)[-1].float()
+    assert ((low - ref).norm() / ref.norm()).item() < 0.05
+
+
+def test_student_starts_from_the_speech_teachers_lower_layers(tiny_setup):
+    """theta0 = the speech teacher's conv, projection, positional conv and layers 1-2, with a fingerprint."""
+    cfg, _ = tiny_setup
+    teacher = td.load_encoder(cfg.teacher_speech)
+    theta0 = torch.load(cfg.init, weights_only=True)
+    assert theta0["encoder_config"]["layers"] == 2
+    for k, v in theta0["encoder"].items():
+        assert torch.equal(v, teacher.state_dict()[k]), k
+    assert theta0["fingerprint"] == td.fingerprint(theta0["encoder"])
+    wav = torch.randn(1, 8000)
+    assert torch.allclose(td.load_encoder(cfg.init)(wav)[2], teacher(wav)[2], atol=1e-5)
+
+
+def test_tiny_student_overfits_one_batch():
+    """On one repeated batch the distillation loss falls by at least half."""
+    torch.manual_seed(0)
+    ecfg = td.EncoderConfig(conv_channels=16, dim=32, layers=2, heads=2, ffn=64, pos_kernel=8, pos_groups=2)
+    student, heads = td.Encoder(ecfg), td.PredictionHeads(32, 24, 3)
+    wav, target = torch.randn(2, 4000), torch.randn(2, 3, 12, 24)
+    opt = torch.optim.AdamW(list(student.parameters()) + list(heads.parameters()), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss = td.distill_loss(heads(student(wav)[-1]), target)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_resume_continues_bit_for_bit(tiny_setup, tmp_path, monkeypatch):
+    """4 steps straight equal a run that crashes after step 2 (checkpoint kept) + --resume, bit for bit."""
+    cfg, _ = tiny_setup
+    straight = run(cfg, tmp_path / "a", domain="speech")
+    real, calls = td.sample_crops, []
+
+    def crash_on_third_batch(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(td, "sample_crops", crash_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "b", domain="speech")
+    monkeypatch.setattr(td, "sample_crops", real)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 2
+    resumed = run(cfg, tmp_path / "b", domain="speech", resume=True)
+    a = torch.load(straight["student"], weights_only=True)["encoder"]
+    b = torch.load(resumed["student"], weights_only=True)["encoder"]
+    assert all(torch.equal(a[k], b[k]) for k in a) and straight["loss"] == resumed["loss"]
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_setup, tmp_path):
+    """A saved student reloads into an encoder with the same outputs and records theta0's fingerprint."""
+    cfg, _ = tiny_setup
+    res = run(cfg, tmp_path, domain="music", steps=2)
+    ck = torch.load(res["student"], weights_only=True)
+    assert ck["theta0_fingerprint"] == torch.load(cfg.init, weights_only=True)["fingerprint"]
+    enc = td.Encoder(td.EncoderConfig(**ck["encoder_config"]))
+    enc.load_state_dict(ck["encoder"])
+    wav = torch.randn(2, 6000)
+    with torch.no_grad():
+        assert all(torch.equal(x, y) for x, y in zip(enc.eval()(wav), td.load_encoder(res["student"])(wav)))
+
+
+def test_ensemble_has_two_head_sets_and_uses_both_teachers(tiny_setup, tmp_path):
+    """--domain both: one head set per teacher, per-head stats for both, on mixed audio."""
+    cfg, _ = tiny_setup
+    res = run(cfg, tmp_path, domain="both", steps=2)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert {k.split(".")[0] for k in ck["heads"]} == {"speech", "music"}
+    assert set(res["heads"]) == {"speech", "music"} and ck["data"] == "mix"
+
+
+def test_bad_input_gets_a_clear_error(tiny_setup, tmp_path):
+    """Unknown domain, corrupt teacher, empty data folder: one-line errors that say what to do."""
+    cfg, root = tiny_setup
+    with pytest.raises(ValueError, match="--domain must be"):
+        run(cfg, tmp_path, domain="jazz")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="unreadable"):
+        td.load_encoder(str(tmp_path / "bad.pt"))
+    empty = tmp_path / "empty"
+    (empty / "pool_music").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no audio in"):
+        td.load_pool(str(empty), "music")
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path, monkeypatch):
+    """A non-finite loss at step 3 stops with a clear error; checkpoint.pt still holds step 2."""
+    cfg, _ = tiny_setup
+    real, calls = td.distill_loss, []
+
+    def nan_at_step_three(pred, target):
+        calls.append(1)
+        loss, l1, cos = real(pred, target)
+        return (loss * float("nan") if len(calls) == 3 else loss), l1, cos
+    monkeypatch.setattr(td, "distill_loss", nan_at_step_three)
+    with pytest.raises(FloatingPointError, match="last good checkpoint"):
+        run(cfg, tmp_path, domain="music")
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_cli_runs_three_steps_and_writes_the_run_folder(tiny_setup, tmp_path):
+    """python tiny_distill.py --domain music --steps 3 ends with student.pt, log.jsonl and config.json."""
+    cfg, _ = tiny_setup
+    args = [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("init_only", "resume", "out_dir", "steps")]
+    td.main(args + ["--steps=3", f"--out_dir={tmp_path}"])
+    assert {"student.pt", "log.jsonl", "config.json", "checkpoint.pt"} <= set(os.listdir(tmp_path))

@@ -1,0 +1,650 @@
+"""Tiny HuBERT/MERT teachers and DistilHuBERT-style distillation into a 2-layer student (paper Sec. 2-3).
+
+The pipeline of Ritter-Gutierrez et al. (Interspeech 2025), steps 1-3 and 6 of ../shared/PAPER.md Sec. 2:
+  1. teachers: a speech teacher (HuBERT-like: masked prediction of k-means units of MFCCs) and a music teacher
+     (MERT-like: units of log-mel + chroma, plus reconstruction of a semitone-spaced spectrum on masked frames),
+     pretrained here on the synthetic pools when data/teachers/{speech,music}.pt are missing;
+  2. theta0: a 2-layer student whose conv extractor, projection, positional conv and layers come from the SPEECH
+     teacher's lower layers, written once to out/theta0.pt with a fingerprint;
+  3. distillation from one teacher (--domain speech|music) or both at once (--domain both, the ensemble baseline):
+     prediction heads regress teacher layers at 1/3, 2/3, 3/3 of its depth with L1 - log sigmoid(cos).
+
+One Encoder class with HuBERT Base's architecture serves as teacher, student and (with real weights) HuBERT itself:
+7-layer conv feature extractor (hop 320, 50 Hz) -> [LayerNorm] -> Linear to D -> weight-normed grouped positional
+conv -> LayerNorm -> post-LN transformer layers. forward(wav) returns every hidden state: hidden[0] is the input to
+layer 1, hidden[i] the output of layer i.
+
+Usage:  python tiny_distill.py --domain music          # data, teachers and theta0 made if missing
+        python tiny_distill.py --domain speech --seed 1
+        python tiny_distill.py --domain both           # ensemble distillation
+        python tiny_distill.py --pretrain speech       # rebuild a teacher
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import tasks
+
+
+@dataclass
+class Config:
+    domain: str = "music"  # teacher(s) to distil from: speech | music | both (ensemble baseline)
+    data: str = ""  # distillation audio: speech | music | mix; empty = the domain's own pool (mix for both)
+    steps: int = 1000  # distillation steps
+    batch: int = 8  # crops per step
+    crop_s: float = 2.0  # crop length, seconds
+    lr: float = 5e-4  # peak AdamW learning rate
+    warmup_frac: float = 0.07  # linear warmup, then linear decay to 0 (DistilHuBERT)
+    conv_grad_mult: float = 0.1  # gradient scale of the student's conv extractor (DistilHuBERT feature_grad_mult)
+    seed: int = 0  # data order and masking; theta0 does not depend on it
+    out_dir: str = ""  # run folder; empty = out/<domain>_<data>_s<seed>
+    data_dir: str = "data"  # corpora (made by tasks.py if missing)
+    teacher_speech: str = "data/teachers/speech.pt"  # speech teacher checkpoint (pretrained here if missing)
+    teacher_music: str = "data/teachers/music.pt"  # music teacher checkpoint (pretrained here if missing)
+    init: str = "out/theta0.pt"  # theta0, the shared student init (made from the speech teacher if missing)
+    init_only: bool = False  # write theta0 and stop
+    pretrain: str = ""  # speech | music: (re)train that teacher and stop
+    teacher_steps: int = 2000  # teacher pretraining steps
+    teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
+    teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in PILOTS.md)
+    teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 in the paper's targets)
+    dim: int = 192  # teacher and student width D
+    conv_channels: int = 64  # conv extractor channels C
+    resume: bool = False  # continue from out_dir/checkpoint.pt
+    bf16: str = "auto"  # bfloat16 autocast: auto (CUDA, or a CPU with AMX) | on | off
+    threads: int = 0  # torch threads (0 = torch's default)
+    log_every: int = 50  # steps between log lines
+    ckpt_every: int = 250  # steps between checkpoints
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The encoder, bottom-up (HuBERT Base architecture, PAPER.md Sec. 3; sizes from EncoderConfig)
+
+@dataclass
+class EncoderConfig:
+    conv_channels: int = 512  # C, conv extractor channels
+    dim: int = 768  # D, transformer width
+    layers: int = 12  # transformer layers
+    heads: int = 12  # attention heads
+    ffn: int = 3072  # feed-forward width
+    pos_kernel: int = 128  # positional conv kernel (frames)
+    pos_groups: int = 16  # positional conv groups
+    feature_layernorm: bool = True  # LayerNorm(C) before the projection (HuBERT yes, DistilHuBERT no)
+
+
+CONV_LAYERS = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2  # (kernel, stride): hop 320, receptive field 400
+
+
+def conv_frames(n_samples: int) -> int:
+    """Frames out of the conv extractor for n_samples: the 7 valid convolutions one after another."""
+    for k, s in CONV_LAYERS:
+        n_samples = (n_samples - k) // s + 1
+    return max(0, n_samples)
+
+
+class ConvFeatureExtractor(nn.Module):
+    """wav (B, n) -> (B, T, C). No conv bias; GroupNorm(C groups) after conv 0 only (fairseq "default" mode)."""
+
+    def __init__(self, C: int):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(1 if i == 0 else C, C, k, s, bias=False) for i, (k, s) in enumerate(CONV_LAYERS))
+        self.norm = nn.GroupNorm(C, C)
+        for conv in self.convs:
+            nn.init.kaiming_normal_(conv.weight)  # fairseq's init; torch's default leaves outputs ~1e-7 (PILOTS.md)
+
+    def forward(self, wav):
+        if wav.shape[-1] < tasks.WIN:
+            raise ValueError(f"audio of {wav.shape[-1]} samples is shorter than one frame ({tasks.WIN}); pad it")
+        x = wav[:, None]  # (B, 1, n)
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            x = F.gelu(self.norm(x) if i == 0 else x)
+        return x.transpose(1, 2)  # (B, T, C)
+
+
+class PositionalConv(nn.Module):
+    """Weight-normed grouped conv over time, 'same' padding (drop the last frame for an even kernel), GELU.
+    weight = g * v / ||v||, the norm over every dim but the kernel position (weight_norm dim=2, as fairseq)."""
+
+    def __init__(self, D: int, kernel: int, groups: int):
+        super().__init__()
+        self.kernel, self.groups = kernel, groups
+        v = torch.randn(D, D // groups, kernel) * math.sqrt(4.0 / (kernel * D))  # fairseq's init, dropout 0
+        self.weight_v = nn.Parameter(v)
+        self.weight_g = nn.Parameter(v.norm(dim=(0, 1), keepdim=True))  # (1, 1, kernel)
+        self.bias = nn.Parameter(torch.zeros(D))
+
+    def forward(self, x):  # (B, T, D) -> (B, T, D)
+        w = self.weight_g * self.weight_v / self.weight_v.norm(dim=(0, 1), keepdim=True)
+        # fp32 on purpose: torch 2.13's CPU bf16 grouped conv is wrong for 8-12 channels per group (PILOTS.md)
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.conv1d(x.float().transpose(1, 2), w.float(), self.bias.float(), padding=self.kernel // 2, groups=self.groups)
+        if self.kernel % 2 == 0:
+            y = y[:, :, :-1]
+        return F.gelu(y).transpose(1, 2).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, D: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(D, D) for _ in range(4))
+
+    def forward(self, x):  # (B, T, D) -> (B, T, D)
+        B, T, D = x.shape
+        q, k, v = (p(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, D / H), fused where available
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN (layer_norm_first=False): x = LN(x + MHA(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, D: int, heads: int, ffn: int):
+        super().__init__()
+        self.attention = SelfAttention(D, heads)
+        self.attention_norm = nn.LayerNorm(D)
+        self.fc1, self.fc2 = nn.Linear(D, ffn), nn.Linear(ffn, D)
+        self.final_norm = nn.LayerNorm(D)
+
+    def forward(self, x):
+        x = self.attention_norm(x + self.attention(x))
+        return self.final_norm(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+class Encoder(nn.Module):
+    """wav (B, n) -> list of layers + 1 hidden states, each (B, T, D), T = conv_frames(n)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.conv = ConvFeatureExtractor(cfg.conv_channels)
+        self.feature_norm = nn.LayerNorm(cfg.conv_channels) if cfg.feature_layernorm else None
+        self.proj = nn.Linear(cfg.conv_channels, cfg.dim)
+        self.mask_emb = nn.Parameter(torch.rand(cfg.dim))  # HuBERT's learned embedding of masked frames
+        self.pos_conv = PositionalConv(cfg.dim, cfg.pos_kernel, cfg.pos_groups)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.layers = nn.ModuleList(EncoderLayer(cfg.dim, cfg.heads, cfg.ffn) for _ in range(cfg.layers))
+        for m in self.modules():  # BERT init for linear maps (fairseq init_bert_params)
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, wav, mask=None, conv_grad_mult: float = 1.0):
+        """mask: (B, T) bool, frames replaced by mask_emb (teacher pretraining). conv_grad_mult scales the conv
+        extractor's gradient without changing its output (DistilHuBERT's feature_grad_mult)."""
+        x = self.conv(wav)  # (B, T, C)
+        if conv_grad_mult != 1.0:
+            x = x * conv_grad_mult + x.detach() * (1 - conv_grad_mult)
+        if self.feature_norm is not None:
+            x = self.feature_norm(x)
+        x = self.proj(x)  # (B, T, D)
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_emb.to(x.dtype), x)
+        x = self.norm(x + self.pos_conv(x))
+        hidden = [x]
+        for layer in self.layers:
+            x = layer(x)
+            hidden.append(x)
+        return hidden
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def fingerprint(state: dict) -> str:
+    """A short hash of a state dict's names and values: equal fingerprints mean identical tensors."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if state[k].numel() else b"")
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints: plain dicts of tensors and numbers, written atomically, read with weights_only=True
+
+def save_checkpoint(path: str, **parts) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(parts, path + ".tmp")
+    os.replace(path + ".tmp", path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: str, rebuild: str) -> dict:
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint not found: {path}; {rebuild}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it and {rebuild}") from None
+
+
+def load_state(module: nn.Module, state: dict, what: str, rebuild: str) -> None:
+    """Strict load that names missing and unexpected keys and says how to rebuild."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or bad:
+        raise ValueError(f"{what} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                         f"shape mismatch {bad[:5]}; {rebuild}")
+    module.load_state_dict(state)
+
+
+def load_encoder(path: str, device: str = "cpu") -> Encoder:
+    """Any checkpoint of this project (teacher, theta0, student, merged) -> its frozen Encoder, eval mode."""
+    ckpt = load_checkpoint(path, "rebuild it with tiny_distill.py")
+    if "encoder" not in ckpt or "encoder_config" not in ckpt:
+        raise ValueError(f"{path} is not an encoder checkpoint of this project (no 'encoder'/'encoder_config')")
+    enc = Encoder(EncoderConfig(**ckpt["encoder_config"]))
+    load_state(enc, ckpt["encoder"], path, "rebuild it with tiny_distill.py")
+    return enc.to(device).eval().requires_grad_(False)
+
+
+def random_like(path: str, device: str = "cpu", seed: int = 0) -> Encoder:
+    """A freshly initialised encoder of the same size as the checkpoint at `path` (the random-encoder baseline)."""
+    ckpt = load_checkpoint(path, "rebuild it with tiny_distill.py")
+    torch.manual_seed(seed)
+    return Encoder(EncoderConfig(**ckpt["encoder_config"])).to(device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Audio for training: pools in memory, random crops, the same per-clip normalisation as everywhere
+
+def load_pool(data_dir: str, kind: str) -> list:
+    folder = os.path.join(data_dir, f"pool_{kind}")
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".wav", ".flac"))) if os.path.isdir(folder) else []
+    if not files:
+        raise ValueError(f"no audio in {folder}; run python tasks.py (or delete {data_dir}/manifest.json)")
+    return [tasks.read_audio(os.path.join(folder, f), max_seconds=600) for f in files]
+
+
+def sample_crops(pool: list, batch: int, crop_n: int, g: torch.Generator) -> torch.Tensor:
+    """batch random crops of crop_n samples, each normalised -> (batch, crop_n)."""
+    out = []
+    for _ in range(batch):
+        wav = pool[int(torch.randint(len(pool), (1,), generator=g))]
+        start = int(torch.randint(max(1, len(wav) - crop_n + 1), (1,), generator=g))
+        out.append(tasks.normalize(np.pad(wav[start:start + crop_n], (0, max(0, crop_n - len(wav))))))
+    return torch.from_numpy(np.stack(out))
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def device_and_amp(cfg: Config):
+    """-> (device, bf16 autocast on?). Without AMX a CPU's bf16 matmul is far slower than fp32 (measured 125x on
+    an AVX2-only Xeon), so "auto" uses bf16 only on CUDA or an AMX CPU."""
+    if cfg.bf16 not in ("auto", "on", "off"):
+        raise ValueError(f"--bf16 must be auto, on or off, got {cfg.bf16!r}")
+    device = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    auto = device == "cuda" or (device == "cpu" and cpu_has_amx())
+    return device, device in ("cuda", "cpu") and (cfg.bf16 == "on" or (cfg.bf16 == "auto" and auto))
+
+
+def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
+    """Linear warmup over warmup_frac of the steps, then linear decay to zero (DistilHuBERT's schedule)."""
+    warm = max(1, int(warmup_frac * total))
+    return peak * step / warm if step < warm else peak * max(0.0, (total - step) / max(1, total - warm))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Teachers: HuBERT-like (speech) and MERT-like (music) masked prediction, tiny and on the synthetic pools
+
+def frame_spectra(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Power spectra on the encoder's frame grid: frame i centred on sample 320 i + 200. (B, n) -> (B, T, n_fft/2+1)."""
+    T = tasks.n_frames(wav.shape[-1])
+    pad = (n_fft - tasks.WIN) // 2
+    x = F.pad(wav, (pad, pad + n_fft))
+    frames = x.unfold(-1, n_fft, tasks.HOP)[:, :T] * torch.hann_window(n_fft)  # (B, T, n_fft)
+    return torch.fft.rfft(frames).abs() ** 2
+
+
+def mfcc(wav: torch.Tensor, n_mfcc: int = 13) -> torch.Tensor:
+    """MFCCs with deltas, 39 dims per 20 ms frame (HuBERT iteration 1 clusters these). (B, n) -> (B, T, 39)."""
+    import probe  # the mel filterbank lives with the log-mel baseline
+    logmel = torch.log(frame_spectra(wav, 512) @ probe.mel_filterbank(40) + 1e-6)  # (B, T, 40)
+    k = torch.arange(40)
+    dct = torch.cos(math.pi / 40 * (k[:, None] + 0.5) * torch.arange(n_mfcc)[None])  # (40, 13) DCT-II
+    c = logmel @ dct
+    d1 = torch.gradient(c, dim=1)[0]
+    return torch.cat([c, d1, torch.gradient(d1, dim=1)[0]], -1)
+
+
+def semitone_spectrum(wav: torch.Tensor, bins_per_semitone: int = 3) -> torch.Tensor:
+    """A CQT-like log spectrum: a 128 ms window (enough resolution for low notes) folded into bins spaced by 1/3
+    semitone from MIDI 28 to 100 (41 Hz - 2.6 kHz). MERT's musical teacher reconstructs a CQT. (B, T, 216)."""
+    n_fft = 2048
+    power = frame_spectra(wav, n_fft)  # (B, T, 1025)
+    freqs = torch.fft.rfftfreq(n_fft, 1 / tasks.SR)
+    centres = 440 * 2 ** ((torch.arange(28 * bins_per_semitone, 100 * bins_per_semitone) / bins_per_semitone - 69) / 12)
+    width = centres * (2 ** (1 / (12 * bins_per_semitone)) - 1)  # one bin's bandwidth
+    fb = torch.exp(-0.5 * ((freqs[:, None] - centres[None]) / torch.clamp(width, min=freqs[1] / 2)) ** 2)
+    return torch.log(power @ (fb / fb.sum(0)) + 1e-6)
+
+
+def unit_features(wav: torch.Tensor, domain: str) -> torch.Tensor:
+    """Features whose k-means clusters are the teacher's targets: MFCCs (HuBERT) or log-mel + chroma (MERT-v0)."""
+    if domain == "speech":
+        return mfcc(wav)
+    import probe
+    logmel = torch.log(frame_spectra(wav, 512) @ probe.mel_filterbank(40) + 1e-6)
+    semis = semitone_spectrum(wav, 1).exp()  # (B, T, 72), one bin per semitone
+    chroma = semis.view(*semis.shape[:2], 6, 12).sum(2)
+    return torch.cat([logmel, 10 * torch.log(chroma / chroma.sum(-1, keepdim=True) + 1e-3)], -1)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, g: torch.Generator) -> torch.Tensor:
+    """Lloyd's k-means on standardised rows, k-means++ seeding. x (N, d) -> centroids (k, d)."""
+    centroids = x[torch.randint(len(x), (1,), generator=g)]
+    for _ in range(1, k):  # k-means++: next seed with probability proportional to squared distance
+        d = torch.cdist(x, centroids).min(1).values ** 2
+        centroids = torch.cat([centroids, x[torch.multinomial(d / d.sum(), 1, generator=g)]])
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(1)
+        for j in range(k):
+            members = x[assign == j]
+            if len(members):
+                centroids[j] = members.mean(0)
+    return centroids
+
+
+def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span: int = 10) -> torch.Tensor:
+    """HuBERT masking: each frame starts a masked span of `span` frames with probability start_prob
+    (mask_prob 0.8 / span 10), about half the frames end up masked. -> (B, T) bool."""
+    starts = (torch.rand(B, T, generator=g) < start_prob).float()
+    starts[torch.arange(B), torch.randint(T, (B,), generator=g)] = 1.0  # at least one span per clip
+    return F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, 1)[:, 0] > 0
+
+
+def teacher_config(cfg: Config) -> EncoderConfig:
+    return EncoderConfig(conv_channels=cfg.conv_channels, dim=cfg.dim, layers=cfg.teacher_layers, heads=max(1, cfg.dim // 48),
+                         ffn=4 * cfg.dim, pos_kernel=64, pos_groups=cfg.dim // 16, feature_layernorm=True)
+
+
+def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
+    """HuBERT-style masked prediction of k-means units, plus (music) masked semitone-spectrum reconstruction.
+    DEVIATIONS (reduced scale, PILOTS.md): the conv extractor stays frozen at its random init, since in every pilot
+    a trainable one collapsed and lost pitch; one iteration of units, not two; a linear unit classifier instead of
+    HuBERT's cosine-similarity head; unmasked frames' cross-entropy kept at weight 0.1."""
+    device, amp = device_and_amp(cfg)
+    g = torch.Generator().manual_seed(1000 + (domain == "music"))
+    torch.manual_seed(1000 + (domain == "music"))
+    pool = load_pool(cfg.data_dir, domain)
+    crop_n = int(cfg.crop_s * tasks.SR)
+    n_units = 100
+    print(f"teacher {domain}: k-means ({n_units} units) on {'MFCC' if domain == 'speech' else 'log-mel + chroma'} "
+          f"features of the {domain} pool", flush=True)
+    feats = torch.cat([unit_features(sample_crops(pool, 16, crop_n, g), domain).flatten(0, 1) for _ in range(16)])
+    mean, std = feats.mean(0), feats.std(0) + 1e-5
+    centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
+    enc_cfg = teacher_config(cfg)
+    enc = Encoder(enc_cfg).to(device)
+    enc.conv.requires_grad_(False)
+    unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
+    recon_head = nn.Linear(enc_cfg.dim, 216).to(device) if domain == "music" else None
+    params = [p for m in (enc, unit_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
+    peak_lr = cfg.teacher_lr_speech if domain == "speech" else cfg.teacher_lr_music
+    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    print(f"teacher {domain}: {count_parameters(enc) / 1e6:.2f}M parameters, {cfg.teacher_steps} steps of "
+          f"{cfg.batch * 2} x {cfg.crop_s} s", flush=True)
+    t0 = time.time()
+    for step in range(1, cfg.teacher_steps + 1):
+        wav = sample_crops(pool, cfg.batch * 2, crop_n, g)  # (B, n)
+        with torch.no_grad():
+            units = torch.cdist((unit_features(wav, domain) - mean) / std, centroids[None]).argmin(-1)  # (B, T)
+            target_spec = semitone_spectrum(wav) if domain == "music" else None
+        mask = span_mask(*units.shape, g)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.teacher_steps, peak_lr, 0.08)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            top = enc(wav.to(device), mask.to(device))[-1]  # (B, T, D)
+            logits = unit_head(top).float()
+        ce = F.cross_entropy(logits.transpose(1, 2), units.to(device), reduction="none")  # (B, T)
+        m = mask.to(device).float()
+        loss = (ce * m).sum() / m.sum() + 0.1 * (ce * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+        if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
+            spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
+            recon = ((recon_head(top).float() - spec) ** 2).mean(-1)
+            loss = loss + (recon * m).sum() / m.sum()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"teacher {domain}: loss is {loss.item()} at step {step}; lower --teacher_lr_{domain}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.teacher_steps:
+            acc = ((logits.argmax(-1) == units.to(device)).float() * m).sum() / m.sum()
+            el = time.time() - t0
+            print(f"teacher {domain} step {step}/{cfg.teacher_steps} loss {loss.item():.3f} masked-unit acc "
+                  f"{acc.item():.3f} {el / step * 1000:.0f} ms/step ETA {el / step * (cfg.teacher_steps - step) / 60:.1f} min", flush=True)
+    # stored in float16 (half the size; teachers are frozen, and float32 is restored on load)
+    state = {k: v.cpu().half() if v.is_floating_point() else v.cpu() for k, v in enc.state_dict().items()}
+    save_checkpoint(path, encoder=state, encoder_config=asdict(enc_cfg), domain=domain, steps=cfg.teacher_steps,
+                    seconds=round(time.time() - t0, 1), fingerprint=fingerprint(state), config=asdict(cfg))
+    print(f"teacher {domain}: wrote {path} (fingerprint {fingerprint(state)}, {time.time() - t0:.0f} s)", flush=True)
+
+
+def get_teacher(cfg: Config, domain: str, device: str) -> Encoder:
+    path = cfg.teacher_speech if domain == "speech" else cfg.teacher_music
+    if not os.path.exists(path):
+        print(f"no {domain} teacher at {path}: pretraining one (python tiny_distill.py --pretrain {domain})", flush=True)
+        pretrain_teacher(cfg, domain, path)
+    return load_encoder(path, device)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Student and theta0 (paper Sec. 2, step 1): the speech teacher's lower layers, stored once with a fingerprint
+
+def student_config(teacher_cfg: EncoderConfig) -> EncoderConfig:
+    return EncoderConfig(**{**asdict(teacher_cfg), "layers": 2})
+
+
+def make_theta0(cfg: Config, speech_teacher: Encoder) -> dict:
+    """The student backbone copied from the speech teacher: conv, feature LayerNorm, projection, mask embedding,
+    positional conv, encoder LayerNorm and layers 1-2 (DistilHuBERT's init; the paper inits both students so)."""
+    student = Encoder(student_config(speech_teacher.cfg))
+    own = student.state_dict()
+    teacher = speech_teacher.state_dict()
+    state = {k: teacher[k].clone() for k in own}  # every student key exists in the teacher (layers 0, 1 included)
+    load_state(student, state, "theta0", "check the speech teacher")
+    return {k: v.cpu() for k, v in student.state_dict().items()}
+
+
+def get_theta0(cfg: Config, device: str):
+    """-> (theta0 state dict, its fingerprint). Made from the speech teacher when cfg.init is missing."""
+    if not os.path.exists(cfg.init):
+        theta0 = make_theta0(cfg, get_teacher(cfg, "speech", device))
+        save_checkpoint(cfg.init, encoder=theta0, encoder_config=asdict(student_config(teacher_config_of(cfg.teacher_speech))),
+                        fingerprint=fingerprint(theta0), teacher_fingerprint=load_checkpoint(cfg.teacher_speech, "")["fingerprint"])
+        print(f"theta0: wrote {cfg.init} (fingerprint {fingerprint(theta0)})", flush=True)
+    ckpt = load_checkpoint(cfg.init, "delete it and rerun with --init_only")
+    if fingerprint(ckpt["encoder"]) != ckpt["fingerprint"]:
+        raise ValueError(f"{cfg.init}: tensors do not match the stored fingerprint; delete it and rerun --init_only")
+    return ckpt, ckpt["fingerprint"]
+
+
+def teacher_config_of(path: str) -> EncoderConfig:
+    return EncoderConfig(**load_checkpoint(path, "pretrain it with --pretrain")["encoder_config"])
+
+
+class PredictionHeads(nn.Module):
+    """DistilHuBERT's heads: one projection to K * D_teacher, GELU, then K separate maps, one per target layer.
+    (B, T, D) -> (B, K, T, D_teacher). Not part of the backbone: never in a task vector."""
+
+    def __init__(self, D: int, D_teacher: int, K: int):
+        super().__init__()
+        self.K, self.D_teacher = K, D_teacher
+        self.proj = nn.Linear(D, K * D_teacher)
+        self.maps = nn.ModuleList(nn.Linear(D_teacher, D_teacher) for _ in range(K))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        h = F.gelu(self.proj(x)).view(B, T, self.K, self.D_teacher)
+        return torch.stack([m(h[:, :, i]) for i, m in enumerate(self.maps)], 1)
+
+
+def target_layers(teacher_layers: int) -> list:
+    """Teacher layers at 1/3, 2/3 and 3/3 of its depth: 4, 8, 12 for HuBERT Base (paper Sec. 2)."""
+    return [round(teacher_layers * i / 3) for i in (1, 2, 3)]
+
+
+def distill_loss(pred: torch.Tensor, target: torch.Tensor):
+    """s3prl's distiller loss per head: mean L1 - mean log sigmoid(cos) over frames, averaged over heads.
+    pred, target: (B, K, T, D) -> (loss, per-head L1 (K,), per-head cos (K,))."""
+    l1 = (pred - target).abs().mean((0, 2, 3))  # (K,)
+    cos = F.cosine_similarity(pred, target, dim=-1)  # (B, K, T)
+    loss = (l1 - F.logsigmoid(cos).mean((0, 2))).mean()
+    return loss, l1.detach(), cos.mean((0, 2)).detach()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distillation
+
+def train(cfg: Config) -> dict:
+    """Distil the student from theta0. Returns the final metrics; writes checkpoint.pt, log.jsonl, config.json."""
+    if cfg.domain not in ("speech", "music", "both"):
+        raise ValueError(f"--domain must be 'speech', 'music' or 'both', got {cfg.domain!r}")
+    data = cfg.data or {"speech": "speech", "music": "music", "both": "mix"}[cfg.domain]
+    if data not in ("speech", "music", "mix"):
+        raise ValueError(f"--data must be 'speech', 'music' or 'mix', got {data!r}")
+    out_dir = cfg.out_dir or os.path.join("out", f"{cfg.domain}_{data}_s{cfg.seed}")
+    device, amp = device_and_amp(cfg)
+    tasks.ensure_data(cfg.data_dir)
+    theta0, theta0_fp = get_theta0(cfg, device)
+    domains = ["speech", "music"] if cfg.domain == "both" else [cfg.domain]
+    teachers = {d: get_teacher(cfg, d, device) for d in domains}
+    torch.manual_seed(1337)  # heads start the same in every run, like theta0 (the authors' seed)
+    student = Encoder(EncoderConfig(**theta0["encoder_config"]))
+    load_state(student, theta0["encoder"], cfg.init, "delete it and rerun --init_only")
+    speech_fp = load_checkpoint(cfg.teacher_speech, "pretrain it with --pretrain speech")["fingerprint"]
+    if theta0.get("teacher_fingerprint") != speech_fp:
+        raise ValueError(f"{cfg.init} was made from another speech teacher than {cfg.teacher_speech}; "
+                         "delete it (or pass --init) and rerun with --init_only")
+    heads = nn.ModuleDict({d: PredictionHeads(student.cfg.dim, t.cfg.dim, 3) for d, t in teachers.items()})
+    student, heads = student.to(device).train(), heads.to(device)
+    params = list(student.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6)
+    g = torch.Generator().manual_seed(cfg.seed)
+    pools = {k: load_pool(cfg.data_dir, k) for k in (["speech", "music"] if data == "mix" else [data])}
+    crop_n = int(cfg.crop_s * tasks.SR)
+    start_step, ckpt_path = 0, os.path.join(out_dir, "checkpoint.pt")
+    if cfg.resume:
+        ck = load_checkpoint(ckpt_path, "run without --resume")
+        load_state(student, ck["encoder"], ckpt_path, "run without --resume")
+        load_state(heads, ck["heads"], ckpt_path, "run without --resume")
+        opt.load_state_dict(ck["optimizer"])
+        g.set_state(ck["rng"])
+        start_step = ck["step"]
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(dict(asdict(cfg), data=data, out_dir=out_dir), f, indent=1)
+    targets = {d: target_layers(t.cfg.layers) for d, t in teachers.items()}
+    print(f"distilling a {count_parameters(student) / 1e6:.2f}M-parameter student from {', '.join(domains)} "
+          f"(target layers {targets}) on {data} audio, {cfg.steps} steps of {cfg.batch} x {cfg.crop_s} s, "
+          f"device {device}{' bf16' if amp else ''}, theta0 {theta0_fp}", flush=True)
+
+    def save(step, metrics):
+        save_checkpoint(ckpt_path, encoder={k: v.cpu() for k, v in student.state_dict().items()},
+                        heads={k: v.cpu() for k, v in heads.state_dict().items()}, optimizer=opt.state_dict(),
+                        rng=g.get_state(), step=step, encoder_config=asdict(student.cfg), theta0_fingerprint=theta0_fp,
+                        domain=cfg.domain, data=data, metrics=metrics, config=asdict(cfg))
+
+    metrics, t0, log = {}, time.time(), open(os.path.join(out_dir, "log.jsonl"), "a")
+    for step in range(start_step + 1, cfg.steps + 1):
+        if data == "mix":  # half the batch from each pool
+            wav = torch.cat([sample_crops(pools["speech"], cfg.batch // 2, crop_n, g),
+                             sample_crops(pools["music"], cfg.batch - cfg.batch // 2, crop_n, g)])
+        else:
+            wav = sample_crops(pools[data], cfg.batch, crop_n, g)
+        wav = wav.to(device)  # (B, n)
+        with torch.no_grad():  # frozen teachers, float32 (their targets are what the student must match)
+            target = {d: torch.stack([teachers[d](wav)[i] for i in targets[d]], 1) for d in domains}  # (B, K, T, Dt)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_frac)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            top = student(wav, conv_grad_mult=cfg.conv_grad_mult)[-1]  # (B, T, D)
+            preds = {d: heads[d](top) for d in domains}
+        loss, stats = 0.0, {}
+        for d in domains:  # ensemble: one head set per teacher, losses summed with equal weights
+            l, l1, cos = distill_loss(preds[d].float(), target[d])
+            loss = loss + l
+            stats[d] = dict(l1=[round(x, 4) for x in l1.tolist()], cos=[round(x, 4) for x in cos.tolist()])
+        if not torch.isfinite(loss):  # stop before the update: checkpoint.pt still holds the last good state
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last good checkpoint is {ckpt_path} "
+                                     f"(continue with --resume after lowering --lr, or check the data)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            el = time.time() - t0
+            done = step - start_step
+            metrics = dict(step=step, loss=round(loss.item(), 4), heads=stats, lr=opt.param_groups[0]["lr"],
+                           grad_norm=round(float(grad_norm), 3), ms_per_step=round(el / done * 1000, 1),
+                           audio_s_per_s=round(done * cfg.batch * cfg.crop_s / el, 1))
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            heads_txt = " ".join(f"{d}: L1 {'/'.join(f'{x:.3f}' for x in s['l1'])} cos {'/'.join(f'{x:.3f}' for x in s['cos'])}"
+                                 for d, s in stats.items())
+            print(f"step {step}/{cfg.steps} loss {loss.item():.4f} | {heads_txt} | lr {metrics['lr']:.2e} "
+                  f"{metrics['ms_per_step']:.0f} ms/step {metrics['audio_s_per_s']:.0f} audio-s/s "
+                  f"ETA {el / done * (cfg.steps - step) / 60:.1f} min", flush=True)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            save(step, metrics)
+    log.close()
+    student_path = os.path.join(out_dir, "student.pt")
+    state = {k: v.cpu() for k, v in student.state_dict().items()}
+    save_checkpoint(student_path, encoder=state, encoder_config=asdict(student.cfg), theta0_fingerprint=theta0_fp,
+                    domain=cfg.domain, data=data, steps=cfg.steps, metrics=metrics, seed=cfg.seed)
+    print(f"done: {student_path} (final distillation loss {metrics.get('loss', float('nan')):.4f}, "
+          f"{time.time() - t0:.0f} s)", flush=True)
+    return dict(metrics, student=student_path, seconds=time.time() - t0)
+
+
+def parse_args(argv=None) -> Config:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(Config):
+        kind = type(f.default)  # a bool becomes --name / --no-name
+        kw = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind)
+        p.add_argument("--" + f.name, default=f.default, **kw)
+    return Config(**vars(p.parse_args(argv)))
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    print(json.dumps(asdict(cfg)), flush=True)
+    try:
+        if cfg.pretrain:
+            if cfg.pretrain not in ("speech", "music"):
+                raise ValueError(f"--pretrain must be 'speech' or 'music', got {cfg.pretrain!r}")
+            tasks.ensure_data(cfg.data_dir)
+            pretrain_teacher(cfg, cfg.pretrain, cfg.teacher_speech if cfg.pretrain == "speech" else cfg.teacher_music)
+        elif cfg.init_only:
+            tasks.ensure_data(cfg.data_dir)
+            print(f"theta0 {get_theta0(cfg, device_and_amp(cfg)[0])[1]} at {cfg.init}")
+        else:
+            train(cfg)
+    except (ValueError, FloatingPointError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
