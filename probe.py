@@ -294,13 +294,13 @@ def read_results(path: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def mean_scores(rows: list, model: str, layer: str = None) -> dict:
-    """task -> mean test accuracy over seeds for `model` (layer-filtered unless None). If a model was probed more
-    than once, the latest run of each (task, layer, seed) counts."""
+def mean_scores(rows: list, model: str, layer: str = None, split: str = "test") -> dict:
+    """task -> mean accuracy on `split` over probe seeds for `model` (layer-filtered unless None). If a model was
+    probed more than once, the latest run of each (task, layer, seed) counts."""
     latest = {}
     for r in rows:
         if r["model"] == model and (layer is None or r["layer"] == layer):
-            latest[(r["task"], r["layer"], r["seed"])] = r["test"]
+            latest[(r["task"], r["layer"], r["seed"])] = r[split]
     by_task = {}
     for (task, _, _), v in latest.items():
         by_task.setdefault(task, []).append(v)
