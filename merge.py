@@ -294,6 +294,20 @@ def headline_table(rows: list, cfg: Config) -> str:
     return "\n".join(lines)
 
 
+def cost_table(cfg: Config) -> str:
+    """Distillation cost per run kind, mean over seeds, from the metrics each student.pt records."""
+    seeds = [int(s) for s in cfg.seeds.split(",")]
+    lines = ["| run | steps | wall time (s) | teacher clip-forwards | audio-s/s | peak memory (MB) |", "|---|---|---|---|---|---|"]
+    for name in ("student_speech", "student_music", "ensemble", "ensemble_2x"):
+        ms = [td.load_checkpoint(p, "")for p in (student_paths(cfg, s)[name] for s in seeds) if os.path.exists(p)]
+        if not ms:
+            continue
+        get = lambda key: np.mean([m["metrics"].get(key, np.nan) for m in ms])  # noqa: E731
+        lines.append(f"| {name} (n={len(ms)}) | {ms[0]['steps']} | {get('wall_s'):.0f} | {get('teacher_clip_forwards'):.0f} | "
+                     f"{get('audio_s_per_s'):.0f} | {get('peak_mem_mb'):.0f} |")
+    return "\n".join(lines)
+
+
 def plots(rows: list, cfg: Config, folder: str = "out") -> list:
     """trade-off curve, per-task curves along lam_music, the grid heat map (if probed), tau diagnosis -> paths."""
     import matplotlib
@@ -387,6 +401,8 @@ def main(argv=None):
             import probe
             rows = probe.read_results(cfg.results)
             print(headline_table(rows, cfg))
+            print()
+            print(cost_table(cfg))
             print("plots: " + ", ".join(plots(rows, cfg)))
         elif cfg.sweep:
             run_sweep(cfg)

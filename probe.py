@@ -56,6 +56,8 @@ class Config:
     threads: int = 0  # torch threads (0 = torch's default)
 
 
+# DEVIATION: one linear layer on mean-pooled features for every task (frames for PR), where SUPERB and MARBLE use
+# task-specific heads (BiLSTM + CTC for ASR, MLP probes): cheap enough to probe dozens of merged models on a CPU.
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)  # L2 strengths tried side by side; the best on valid is kept
 SPLITS = ("train", "valid", "test")
 

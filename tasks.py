@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import soundfile as sf
 
+# DEVIATION: synthetic corpora instead of LibriSpeech, Music4All and the SUPERB/MARBLE sets (PAPER.md Sec. 8):
+# everything must run on a laptop CPU with no download.
 SR = 16000  # Hz; HuBERT Base and MERT-v0-public both take 16 kHz (PAPER.md Sec. 3)
 HOP = 320  # samples per encoder frame (50 Hz)
 WIN = 400  # receptive field of the conv feature extractor, in samples

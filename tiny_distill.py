@@ -35,6 +35,11 @@ import torch.nn.functional as F
 
 import tasks
 
+try:
+    import resource  # peak memory of the process, for the cost table; Unix only
+except ImportError:
+    resource = None
+
 
 @dataclass
 class Config:
@@ -54,7 +59,9 @@ class Config:
     init: str = "out/theta0.pt"  # theta0, the shared student init (made from the speech teacher if missing)
     init_only: bool = False  # write theta0 and stop
     pretrain: str = ""  # speech | music: (re)train that teacher and stop
-    teacher_steps: int = 2000  # teacher pretraining steps
+    teacher_steps: int = 2000  # teacher pretraining steps, split evenly over the speech teacher's iterations
+    speech_iterations: int = 1  # HuBERT-style unit iterations for the speech teacher (2: then units of layer 3)
+    recon_weight: float = 1.0  # music teacher: weight of the semitone-spectrum reconstruction (MERT's CQT loss)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
     teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in PILOTS.md)
     teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 in the paper's targets)
@@ -373,69 +380,84 @@ def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span
 
 
 def teacher_config(cfg: Config) -> EncoderConfig:
+    # DEVIATION: tiny teachers (6 layers x 192) stand in for HuBERT Base and MERT-v0-public (12 x 768), same blocks
     return EncoderConfig(conv_channels=cfg.conv_channels, dim=cfg.dim, layers=cfg.teacher_layers, heads=max(1, cfg.dim // 48),
                          ffn=4 * cfg.dim, pos_kernel=64, pos_groups=cfg.dim // 16, feature_layernorm=True)
 
 
 def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     """HuBERT-style masked prediction of k-means units, plus (music) masked semitone-spectrum reconstruction.
+    Speech runs HuBERT's iterations: iteration 1 clusters MFCCs, iteration 2 the middle layer of iteration 1.
     DEVIATIONS (reduced scale, PILOTS.md): the conv extractor stays frozen at its random init, since in every pilot
-    a trainable one collapsed and lost pitch; one iteration of units, not two; a linear unit classifier instead of
-    HuBERT's cosine-similarity head; unmasked frames' cross-entropy kept at weight 0.1."""
+    a trainable one collapsed and lost pitch; iteration 2 continues from iteration 1's weights instead of starting
+    afresh; a linear unit classifier instead of HuBERT's cosine-similarity head; unmasked frames' cross-entropy at
+    weight 0.1 next to the masked frames' (it helped the pilots most)."""
     device, amp = device_and_amp(cfg)
     g = torch.Generator().manual_seed(1000 + (domain == "music"))
     torch.manual_seed(1000 + (domain == "music"))
     pool = load_pool(cfg.data_dir, domain)
     crop_n = int(cfg.crop_s * tasks.SR)
     n_units = 100
-    print(f"teacher {domain}: k-means ({n_units} units) on {'MFCC' if domain == 'speech' else 'log-mel + chroma'} "
-          f"features of the {domain} pool", flush=True)
-    feats = torch.cat([unit_features(sample_crops(pool, 16, crop_n, g), domain).flatten(0, 1) for _ in range(16)])
-    mean, std = feats.mean(0), feats.std(0) + 1e-5
-    centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
     enc_cfg = teacher_config(cfg)
     enc = Encoder(enc_cfg).to(device)
     enc.conv.requires_grad_(False)
-    unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
-    recon_head = nn.Linear(enc_cfg.dim, 216).to(device) if domain == "music" else None
-    params = [p for m in (enc, unit_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
+    recon_head = None
+    iterations = cfg.speech_iterations if domain == "speech" else 1  # MERT-v0 has one set of acoustic units
+    steps = cfg.teacher_steps // iterations
     peak_lr = cfg.teacher_lr_speech if domain == "speech" else cfg.teacher_lr_music
-    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
-    print(f"teacher {domain}: {count_parameters(enc) / 1e6:.2f}M parameters, {cfg.teacher_steps} steps of "
+    print(f"teacher {domain}: {count_parameters(enc) / 1e6:.2f}M parameters, {iterations} x {steps} steps of "
           f"{cfg.batch * 2} x {cfg.crop_s} s", flush=True)
     t0 = time.time()
-    for step in range(1, cfg.teacher_steps + 1):
-        wav = sample_crops(pool, cfg.batch * 2, crop_n, g)  # (B, n)
+    for it in range(iterations):
+        def featurize(wav):  # (B, n) -> (B, T, d): what this iteration's units cluster
+            if it == 0:
+                return unit_features(wav, domain)
+            return enc(wav.to(device))[enc_cfg.layers // 2].float().cpu()
+        what = "MFCC" if domain == "speech" else "log-mel + chroma"
+        print(f"teacher {domain} iteration {it + 1}: k-means ({n_units} units) on "
+              f"{what if it == 0 else f'layer {enc_cfg.layers // 2}'} features of the {domain} pool", flush=True)
         with torch.no_grad():
-            units = torch.cdist((unit_features(wav, domain) - mean) / std, centroids[None]).argmin(-1)  # (B, T)
-            target_spec = semitone_spectrum(wav) if domain == "music" else None
-        mask = span_mask(*units.shape, g)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.teacher_steps, peak_lr, 0.08)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-            top = enc(wav.to(device), mask.to(device))[-1]  # (B, T, D)
-            logits = unit_head(top).float()
-        ce = F.cross_entropy(logits.transpose(1, 2), units.to(device), reduction="none")  # (B, T)
-        m = mask.to(device).float()
-        loss = (ce * m).sum() / m.sum() + 0.1 * (ce * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
-        if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
-            spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
-            recon = ((recon_head(top).float() - spec) ** 2).mean(-1)
-            loss = loss + (recon * m).sum() / m.sum()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"teacher {domain}: loss is {loss.item()} at step {step}; lower --teacher_lr_{domain}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.teacher_steps:
-            acc = ((logits.argmax(-1) == units.to(device)).float() * m).sum() / m.sum()
-            el = time.time() - t0
-            print(f"teacher {domain} step {step}/{cfg.teacher_steps} loss {loss.item():.3f} masked-unit acc "
-                  f"{acc.item():.3f} {el / step * 1000:.0f} ms/step ETA {el / step * (cfg.teacher_steps - step) / 60:.1f} min", flush=True)
+            feats = torch.cat([featurize(sample_crops(pool, 16, crop_n, g)).flatten(0, 1) for _ in range(16)])
+        mean, std = feats.mean(0), feats.std(0) + 1e-5
+        centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
+        unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
+        if domain == "music" and recon_head is None:  # 216 bins: 1/3 semitone from MIDI 28 to 100
+            recon_head = nn.Linear(enc_cfg.dim, 216).to(device)
+        params = [p for m in (enc, unit_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+        for step in range(1, steps + 1):
+            wav = sample_crops(pool, cfg.batch * 2, crop_n, g)  # (B, n)
+            with torch.no_grad():
+                units = torch.cdist((featurize(wav) - mean) / std, centroids[None]).argmin(-1)  # (B, T)
+                target_spec = semitone_spectrum(wav) if domain == "music" else None
+            mask = span_mask(*units.shape, g)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, steps, peak_lr, 0.08)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+                top = enc(wav.to(device), mask.to(device))[-1]  # (B, T, D)
+                logits = unit_head(top).float()
+            ce = F.cross_entropy(logits.transpose(1, 2), units.to(device), reduction="none")  # (B, T)
+            m = mask.to(device).float()
+            loss = (ce * m).sum() / m.sum() + 0.1 * (ce * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+            if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
+                spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
+                recon = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)
+                loss = loss + cfg.recon_weight * (recon * m).sum() / m.sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"teacher {domain}: loss is {loss.item()} at step {step}; lower --teacher_lr_{domain}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            if step % cfg.log_every == 0 or step == steps:
+                acc = ((logits.argmax(-1) == units.to(device)).float() * m).sum() / m.sum()
+                el, done = time.time() - t0, it * steps + step
+                print(f"teacher {domain} iteration {it + 1} step {step}/{steps} loss {loss.item():.3f} masked-unit acc "
+                      f"{acc.item():.3f} {el / done * 1000:.0f} ms/step ETA {el / done * (iterations * steps - done) / 60:.1f} min",
+                      flush=True)
     # stored in float16 (half the size; teachers are frozen, and float32 is restored on load)
     state = {k: v.cpu().half() if v.is_floating_point() else v.cpu() for k, v in enc.state_dict().items()}
-    save_checkpoint(path, encoder=state, encoder_config=asdict(enc_cfg), domain=domain, steps=cfg.teacher_steps,
+    save_checkpoint(path, encoder=state, encoder_config=asdict(enc_cfg), domain=domain, steps=iterations * steps,
                     seconds=round(time.time() - t0, 1), fingerprint=fingerprint(state), config=asdict(cfg))
     print(f"teacher {domain}: wrote {path} (fingerprint {fingerprint(state)}, {time.time() - t0:.0f} s)", flush=True)
 
@@ -608,6 +630,13 @@ def train(cfg: Config) -> dict:
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save(step, metrics)
     log.close()
+    # the cost of this run (merge.py's cost table): teacher forward passes and peak memory of the process
+    metrics["teacher_clip_forwards"] = (cfg.steps - start_step) * cfg.batch * len(domains)
+    metrics["wall_s"] = round(time.time() - t0, 1)
+    if device == "cuda":
+        metrics["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20)
+    elif resource is not None:  # ru_maxrss is in KiB on Linux
+        metrics["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     student_path = os.path.join(out_dir, "student.pt")
     state = {k: v.cpu() for k, v in student.state_dict().items()}
     save_checkpoint(student_path, encoder=state, encoder_config=asdict(student.cfg), theta0_fingerprint=theta0_fp,
