@@ -45,7 +45,7 @@ except ImportError:
 class Config:
     domain: str = "music"  # teacher(s) to distil from: speech | music | both (ensemble baseline)
     data: str = ""  # distillation audio: speech | music | mix; empty = the domain's own pool (mix for both)
-    steps: int = 1000  # distillation steps
+    steps: int = 500  # distillation steps (DEVIATION: hundreds, not the paper's 200k; 3.3 min on 2 CPU cores)
     batch: int = 8  # crops per step
     crop_s: float = 2.0  # crop length, seconds
     lr: float = 5e-4  # peak AdamW learning rate
