@@ -244,15 +244,20 @@ def summary(rows: list, tag: str, split: str = "test") -> dict:
     out = {t: mine[t] for t in names}
     for domain in ("speech", "music"):
         out[f"{domain} avg"] = float(np.mean([mine[t] for t in names if tasks.PROBE_TASKS[t][0] == domain]))
-    out["overall"] = probe.overall_score({t: mine[t] for t in names}, base, ref)
+    out["mean acc"] = float(np.mean([mine[t] for t in names]))
+    # the SUPERB normalisation needs a reference above the baseline: tasks where the teacher is not above logmel
+    # would flip sign or explode, so the score covers only the others (README says which)
+    scored = [t for t in names if ref[t] > base[t] + 0.005]
+    out["score"] = probe.overall_score({t: mine[t] for t in scored}, base, ref) if scored else float("nan")
     return out
 
 
 def valid_pick(rows: list, cfg: Config, seeds: list) -> tuple:
-    """The line-sweep lambda with the best mean overall score on VALID over seeds; test is not looked at."""
+    """The line-sweep lambda with the best mean accuracy over all tasks on VALID (mean over seeds); test is not
+    looked at. (Mean accuracy, not the normalised score, which is undefined where a teacher is below logmel.)"""
     best, best_score = None, -np.inf
     for lam_speech, lam_music in sweep_points("line"):
-        scores = [summary(rows, merged_tag(cfg, lam_speech, lam_music, s), "valid").get("overall") for s in seeds]
+        scores = [summary(rows, merged_tag(cfg, lam_speech, lam_music, s), "valid").get("mean acc") for s in seeds]
         if all(x is not None for x in scores) and np.mean(scores) > best_score:
             best, best_score = (lam_speech, lam_music), float(np.mean(scores))
     return best, best_score
@@ -278,7 +283,7 @@ def headline_table(rows: list, cfg: Config) -> str:
     """Markdown: every task, speech and music averages, overall score; mean ± std over distillation seeds."""
     import tasks
     seeds = [int(s) for s in cfg.seeds.split(",")]
-    cols = list(tasks.PROBE_TASKS) + ["speech avg", "music avg", "overall"]
+    cols = list(tasks.PROBE_TASKS) + ["speech avg", "music avg", "mean acc", "score"]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for label, tags in table_rows(rows, cfg, seeds):
         per_seed = [summary(rows, t) for t in tags]
@@ -288,7 +293,7 @@ def headline_table(rows: list, cfg: Config) -> str:
         cells = []
         for c in cols:
             v = np.array([x[c] for x in per_seed])
-            fmt = "{:.1f}" if c == "overall" else "{:.3f}"
+            fmt = "{:.1f}" if c == "score" else "{:.3f}"
             cells.append(fmt.format(v.mean()) + (f" ± {fmt.format(v.std())}" if len(v) > 1 else ""))
         lines.append(f"| {label} (n={len(per_seed)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -345,14 +350,14 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
         written.append(os.path.join(folder, "per_task.png"))
         fig.tight_layout()
         fig.savefig(written[-1], dpi=120)
-    grid = {p: [summary(rows, merged_tag(cfg, *p, s)).get("overall") for s in seeds] for p in sweep_points("grid")}
+    grid = {p: [summary(rows, merged_tag(cfg, *p, s)).get("mean acc") for s in seeds] for p in sweep_points("grid")}
     grid = {p: np.mean([x for x in v if x is not None]) for p, v in grid.items() if any(x is not None for x in v)}
     if grid:
         lams = sorted({p[0] for p in sweep_points("grid")})
         img = np.array([[grid.get((a, b), np.nan) for a in lams] for b in lams])
         fig, ax = plt.subplots(figsize=(5, 4))
         im = ax.imshow(img, origin="lower", extent=(lams[0] - 0.1, lams[-1] + 0.1, lams[0] - 0.1, lams[-1] + 0.1))
-        fig.colorbar(im, label="overall score")
+        fig.colorbar(im, label="mean accuracy, all tasks")
         ax.set(xlabel="lam_speech", ylabel="lam_music", title="task arithmetic over both lambdas")
         written.append(os.path.join(folder, "grid.png"))
         fig.tight_layout()

@@ -117,7 +117,7 @@ def fake_rows(valid_best: float, test_best: float) -> list:
 def test_valid_selection_picks_the_valid_argmax_even_when_test_disagrees():
     """The reported lambda is the best on valid; test's own best is ignored."""
     pick, score = merge.valid_pick(fake_rows(valid_best=0.3, test_best=0.9), merge.Config(), [0, 1])
-    assert pick == (0.3, 0.7) and score == pytest.approx(750.0)
+    assert pick == (0.3, 0.7) and score == pytest.approx(0.8)
 
 
 def test_table_printer_on_a_small_results_file():
