@@ -304,7 +304,7 @@ def cost_table(cfg: Config) -> str:
     seeds = [int(s) for s in cfg.seeds.split(",")]
     lines = ["| run | steps | wall time (s) | teacher clip-forwards | audio-s/s | peak memory (MB) |", "|---|---|---|---|---|---|"]
     for name in ("student_speech", "student_music", "ensemble", "ensemble_2x"):
-        ms = [td.load_checkpoint(p, "")for p in (student_paths(cfg, s)[name] for s in seeds) if os.path.exists(p)]
+        ms = [td.load_checkpoint(p, "") for p in (student_paths(cfg, s)[name] for s in seeds) if os.path.exists(p)]
         if not ms:
             continue
         get = lambda key: np.mean([m["metrics"].get(key, np.nan) for m in ms])  # noqa: E731

@@ -477,7 +477,7 @@ def student_config(teacher_cfg: EncoderConfig) -> EncoderConfig:
     return EncoderConfig(**{**asdict(teacher_cfg), "layers": 2})
 
 
-def make_theta0(cfg: Config, speech_teacher: Encoder) -> dict:
+def make_theta0(speech_teacher: Encoder) -> dict:
     """The student backbone copied from the speech teacher: conv, feature LayerNorm, projection, mask embedding,
     positional conv, encoder LayerNorm and layers 1-2 (DistilHuBERT's init; the paper inits both students so)."""
     student = Encoder(student_config(speech_teacher.cfg))
@@ -489,20 +489,17 @@ def make_theta0(cfg: Config, speech_teacher: Encoder) -> dict:
 
 
 def get_theta0(cfg: Config, device: str):
-    """-> (theta0 state dict, its fingerprint). Made from the speech teacher when cfg.init is missing."""
+    """-> (theta0 checkpoint, its fingerprint). Made from the speech teacher when cfg.init is missing."""
     if not os.path.exists(cfg.init):
-        theta0 = make_theta0(cfg, get_teacher(cfg, "speech", device))
-        save_checkpoint(cfg.init, encoder=theta0, encoder_config=asdict(student_config(teacher_config_of(cfg.teacher_speech))),
+        teacher = get_teacher(cfg, "speech", device)
+        theta0 = make_theta0(teacher)
+        save_checkpoint(cfg.init, encoder=theta0, encoder_config=asdict(student_config(teacher.cfg)),
                         fingerprint=fingerprint(theta0), teacher_fingerprint=load_checkpoint(cfg.teacher_speech, "")["fingerprint"])
         print(f"theta0: wrote {cfg.init} (fingerprint {fingerprint(theta0)})", flush=True)
     ckpt = load_checkpoint(cfg.init, "delete it and rerun with --init_only")
     if fingerprint(ckpt["encoder"]) != ckpt["fingerprint"]:
         raise ValueError(f"{cfg.init}: tensors do not match the stored fingerprint; delete it and rerun --init_only")
     return ckpt, ckpt["fingerprint"]
-
-
-def teacher_config_of(path: str) -> EncoderConfig:
-    return EncoderConfig(**load_checkpoint(path, "pretrain it with --pretrain")["encoder_config"])
 
 
 class PredictionHeads(nn.Module):
