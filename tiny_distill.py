@@ -24,6 +24,8 @@ import hashlib
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -249,20 +251,203 @@ def load_state(module: nn.Module, state: dict, what: str, rebuild: str) -> None:
 
 
 def load_encoder(path: str, device: str = "cpu") -> Encoder:
-    """Any checkpoint of this project (teacher, theta0, student, merged) -> its frozen Encoder, eval mode."""
-    ckpt = load_checkpoint(path, "rebuild it with tiny_distill.py")
-    if "encoder" not in ckpt or "encoder_config" not in ckpt:
-        raise ValueError(f"{path} is not an encoder checkpoint of this project (no 'encoder'/'encoder_config')")
-    enc = Encoder(EncoderConfig(**ckpt["encoder_config"]))
-    load_state(enc, ckpt["encoder"], path, "rebuild it with tiny_distill.py")
+    """A checkpoint of this project (teacher, theta0, student, merged) or a real HuBERT / MERT / DistilHuBERT file
+    or folder (see read_encoder) -> its frozen Encoder in eval mode, with .fingerprint set."""
+    enc_cfg, state, fp = read_encoder(path)[:3]
+    enc = Encoder(enc_cfg)
+    load_state(enc, state, path, "rebuild it with tiny_distill.py, or check that it is a HuBERT-family checkpoint")
+    enc.fingerprint = fp
     return enc.to(device).eval().requires_grad_(False)
 
 
 def random_like(path: str, device: str = "cpu", seed: int = 0) -> Encoder:
     """A freshly initialised encoder of the same size as the checkpoint at `path` (the random-encoder baseline)."""
-    ckpt = load_checkpoint(path, "rebuild it with tiny_distill.py")
+    enc_cfg = read_encoder(path)[0]
     torch.manual_seed(seed)
-    return Encoder(EncoderConfig(**ckpt["encoder_config"])).to(device).eval().requires_grad_(False)
+    return Encoder(enc_cfg).to(device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real checkpoints (PAPER.md Sec. 3): HuBERT Base, MERT-v0-public and DistilHuBERT in the layouts people download,
+# renamed onto this Encoder; sizes are inferred from the tensors. Verified by tests/test_real.py against
+# transformers' HubertModel (parity of every hidden state); real weights were never loaded here.
+
+N, W = r"(\d+)", r"(weight|bias)"
+KEY_MAPS = {  # layout -> [(their name as a full-match regex, ours)], after weight-norm keys became weight_g/weight_v
+    "transformers": [  # HubertModel, MERT's music_hubert (pytorch_model.bin / model.safetensors), "hubert." dropped
+        (rf"feature_extractor\.conv_layers\.{N}\.conv\.weight", r"conv.convs.\1.weight"),
+        (rf"feature_extractor\.conv_layers\.0\.layer_norm\.{W}", r"conv.norm.\1"),
+        (rf"feature_projection\.layer_norm\.{W}", r"feature_norm.\1"),
+        (rf"feature_projection\.projection\.{W}", r"proj.\1"),
+        (r"masked_spec_embed", "mask_emb"),
+        (r"encoder\.pos_conv_embed\.conv\.(weight_g|weight_v|bias)", r"pos_conv.\1"),
+        (rf"encoder\.layer_norm\.{W}", r"norm.\1"),
+        (rf"encoder\.layers\.{N}\.attention\.(q|k|v|out)_proj\.{W}", r"layers.\1.attention.\2_proj.\3"),
+        (rf"encoder\.layers\.{N}\.layer_norm\.{W}", r"layers.\1.attention_norm.\2"),
+        (rf"encoder\.layers\.{N}\.feed_forward\.intermediate_dense\.{W}", r"layers.\1.fc1.\2"),
+        (rf"encoder\.layers\.{N}\.feed_forward\.output_dense\.{W}", r"layers.\1.fc2.\2"),
+        (rf"encoder\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
+    ],
+    "torchaudio": [  # hubert_fairseq_base_ls960.pth (Wav2Vec2Model), HuBERTPretrainModel's "wav2vec2." dropped
+        (rf"feature_extractor\.conv_layers\.{N}\.conv\.weight", r"conv.convs.\1.weight"),
+        (rf"feature_extractor\.conv_layers\.0\.layer_norm\.{W}", r"conv.norm.\1"),
+        (rf"encoder\.feature_projection\.layer_norm\.{W}", r"feature_norm.\1"),
+        (rf"encoder\.feature_projection\.projection\.{W}", r"proj.\1"),
+        (r"mask_generator\.mask_embedding", "mask_emb"),
+        (r"encoder\.transformer\.pos_conv_embed\.conv\.(weight_g|weight_v|bias)", r"pos_conv.\1"),
+        (rf"encoder\.transformer\.layer_norm\.{W}", r"norm.\1"),
+        (rf"encoder\.transformer\.layers\.{N}\.attention\.(q|k|v|out)_proj\.{W}", r"layers.\1.attention.\2_proj.\3"),
+        (rf"encoder\.transformer\.layers\.{N}\.layer_norm\.{W}", r"layers.\1.attention_norm.\2"),
+        (rf"encoder\.transformer\.layers\.{N}\.feed_forward\.intermediate_dense\.{W}", r"layers.\1.fc1.\2"),
+        (rf"encoder\.transformer\.layers\.{N}\.feed_forward\.output_dense\.{W}", r"layers.\1.fc2.\2"),
+        (rf"encoder\.transformer\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
+    ],
+    "fairseq": [  # hubert_base_ls960.pt ("model") and s3prl's DistilHuBERT ("Distiller", no feature LayerNorm)
+        (rf"feature_extractor\.conv_layers\.{N}\.0\.weight", r"conv.convs.\1.weight"),
+        (rf"feature_extractor\.conv_layers\.0\.2\.{W}", r"conv.norm.\1"),
+        (rf"layer_norm\.{W}", r"feature_norm.\1"),
+        (rf"post_extract_proj\.{W}", r"proj.\1"),
+        (r"mask_emb", "mask_emb"),
+        (r"encoder\.pos_conv\.0\.(weight_g|weight_v|bias)", r"pos_conv.\1"),
+        (rf"encoder\.layer_norm\.{W}", r"norm.\1"),
+        (rf"encoder\.layers\.{N}\.self_attn\.(q|k|v|out)_proj\.{W}", r"layers.\1.attention.\2_proj.\3"),
+        (rf"encoder\.layers\.{N}\.self_attn_layer_norm\.{W}", r"layers.\1.attention_norm.\2"),
+        (rf"encoder\.layers\.{N}\.(fc1|fc2)\.{W}", r"layers.\1.\2.\3"),
+        (rf"encoder\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
+    ],
+}
+# pretraining and fine-tuning heads, not part of any encoder: HuBERT's final_proj / label_embs_concat, a CTC lm_head,
+# s3prl's prediction heads (output_layer, returned separately by read_encoder)
+HEAD_KEYS = r"(final_proj\..*|label_embs_concat|lm_head\..*|output_layer\..*)"
+
+
+class _Opaque(dict):
+    """Stands in for every non-tensor class in a foreign pickle (fairseq's argparse/omegaconf configs): it keeps
+    the pickled data and runs none of the original class's code, so neither fairseq nor omegaconf is needed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def append(self, x):
+        self.setdefault("items", []).append(x)
+
+    def extend(self, xs):
+        self.setdefault("items", []).extend(xs)
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module.split(".")[0] in ("torch", "numpy", "collections", "_codecs") or (module, name) == ("copyreg", "_reconstructor"):
+            return super().find_class(module, name)
+        return _Opaque
+
+
+def read_state_file(path: str):
+    """A real checkpoint file or folder -> (flat dict name -> tensor, config.json dict or {})."""
+    meta = {}
+    if os.path.isdir(path):  # a transformers folder: config.json + model.safetensors or pytorch_model.bin
+        if os.path.isfile(os.path.join(path, "config.json")):
+            with open(os.path.join(path, "config.json")) as f:
+                meta = json.load(f)
+        found = [os.path.join(path, n) for n in ("model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(path, n))]
+        if not found:
+            raise ValueError(f"{path} is a folder without model.safetensors or pytorch_model.bin")
+        path = found[0]
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint not found: {path}")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ValueError(f"{path} is a .safetensors file: pip install safetensors, or use pytorch_model.bin") from None
+        return load_file(path), meta
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # fairseq and s3prl pickle their configs next to the weights; keep the tensors only
+        import types
+        tolerant = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=lambda f, **kw: _TolerantUnpickler(f, **kw).load(),
+                                         __name__="pickle")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=tolerant)
+        except Exception as e:
+            raise ValueError(f"{path} is unreadable as a torch checkpoint ({type(e).__name__}: {e})") from None
+    for key in ("model", "Distiller", "state_dict"):  # fairseq, s3prl, generic wrappers
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not any(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError(f"{path} holds no state dict of tensors")
+    return {k: v for k, v in obj.items() if torch.is_tensor(v)}, meta
+
+
+def convert_state(theirs: dict, what: str):
+    """Their state dict -> (layout, our encoder state, their head tensors). Unknown or unmatched keys are an error
+    that lists them; nothing is dropped silently except the heads named in HEAD_KEYS."""
+    renamed = {}
+    for k, v in theirs.items():
+        for prefix in ("module.", "hubert.", "wav2vec2.", "model."):
+            k = k[len(prefix):] if k.startswith(prefix) else k
+        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+        renamed[k] = v
+    heads = {k: v for k, v in renamed.items() if re.fullmatch(HEAD_KEYS, k)}
+    body = {k: v for k, v in renamed.items() if k not in heads}
+
+    def apply(rules):
+        out, unknown = {}, []
+        for k, v in body.items():
+            ours = next((re.sub(p, o, k) for p, o in rules if re.fullmatch(p, k)), None)
+            if ours is None:
+                unknown.append(k)
+            else:
+                out[ours] = v.float()
+        return out, unknown
+    layout = max(KEY_MAPS, key=lambda name: len(apply(KEY_MAPS[name])[0]))
+    state, unknown = apply(KEY_MAPS[layout])
+    if unknown:
+        raise ValueError(f"{what} ({layout} layout): keys this encoder has no place for: {unknown[:8]}"
+                         f"{' ...' if len(unknown) > 8 else ''}; is it a HuBERT-family model (group-norm conv, post-LN)?")
+    return layout, state, heads
+
+
+def infer_config(state: dict, heads: int = 0) -> EncoderConfig:
+    """Sizes from tensor shapes. The head count is not in any shape: config.json's when given, else D / 64 (the
+    head width of HuBERT Base and Large, DistilHuBERT and MERT)."""
+    D = state["proj.weight"].shape[0]
+    return EncoderConfig(conv_channels=state["conv.convs.0.weight"].shape[0], dim=D,
+                         layers=len({k.split(".")[1] for k in state if k.startswith("layers.")}), heads=heads or max(1, D // 64),
+                         ffn=state["layers.0.fc1.weight"].shape[0], pos_kernel=state["pos_conv.weight_v"].shape[2],
+                         pos_groups=D // state["pos_conv.weight_v"].shape[1], feature_layernorm="feature_norm.weight" in state)
+
+
+def read_encoder(path: str):
+    """Any supported checkpoint -> (EncoderConfig, encoder state, fingerprint, heads or None). Project files carry
+    their config and fingerprint; foreign ones are converted (DistilHuBERT's heads as PredictionHeads tensors)."""
+    if os.path.isfile(path) and not path.endswith(".safetensors"):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            ckpt = None
+        if isinstance(ckpt, dict) and "encoder" in ckpt and "encoder_config" in ckpt:
+            state = ckpt["encoder"]
+            return EncoderConfig(**ckpt["encoder_config"]), state, ckpt.get("fingerprint") or fingerprint(state), None
+    theirs, meta = read_state_file(path)
+    layout, state, their_heads = convert_state(theirs, path)
+    missing = [k for k in ("conv.convs.0.weight", "proj.weight", "pos_conv.weight_v", "layers.0.fc1.weight") if k not in state]
+    if missing:
+        raise ValueError(f"{path} ({layout} layout) lacks {missing}: not a complete HuBERT-family encoder")
+    enc_cfg = infer_config(state, meta.get("num_attention_heads", 0))
+    if "mask_emb" not in state:  # torchaudio's Wav2Vec2Model has none; only pretraining uses it
+        state["mask_emb"] = torch.zeros(enc_cfg.dim)
+    heads = None
+    if "output_layer.2.weight" in their_heads:  # s3prl SplitLinear: weight (K, D_in, D_out), bias (1, 1, K, D_out)
+        w2, b2 = their_heads["output_layer.2.weight"], their_heads["output_layer.2.bias"]
+        heads = {"proj.weight": their_heads["output_layer.0.weight"], "proj.bias": their_heads["output_layer.0.bias"]}
+        for i in range(w2.shape[0]):
+            heads[f"maps.{i}.weight"], heads[f"maps.{i}.bias"] = w2[i].T.contiguous(), b2.reshape(w2.shape[0], -1)[i]
+    return enc_cfg, state, fingerprint(state), heads
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -494,7 +679,7 @@ def get_theta0(cfg: Config, device: str):
         teacher = get_teacher(cfg, "speech", device)
         theta0 = make_theta0(teacher)
         save_checkpoint(cfg.init, encoder=theta0, encoder_config=asdict(student_config(teacher.cfg)),
-                        fingerprint=fingerprint(theta0), teacher_fingerprint=load_checkpoint(cfg.teacher_speech, "")["fingerprint"])
+                        fingerprint=fingerprint(theta0), teacher_fingerprint=teacher.fingerprint)
         print(f"theta0: wrote {cfg.init} (fingerprint {fingerprint(theta0)})", flush=True)
     ckpt = load_checkpoint(cfg.init, "delete it and rerun with --init_only")
     if fingerprint(ckpt["encoder"]) != ckpt["fingerprint"]:
@@ -551,7 +736,7 @@ def train(cfg: Config) -> dict:
     torch.manual_seed(1337)  # heads start the same in every run, like theta0 (the authors' seed)
     student = Encoder(EncoderConfig(**theta0["encoder_config"]))
     load_state(student, theta0["encoder"], cfg.init, "delete it and rerun --init_only")
-    speech_fp = load_checkpoint(cfg.teacher_speech, "pretrain it with --pretrain speech")["fingerprint"]
+    speech_fp = teachers["speech"].fingerprint if "speech" in teachers else read_encoder(cfg.teacher_speech)[2]
     if theta0.get("teacher_fingerprint") != speech_fp:
         raise ValueError(f"{cfg.init} was made from another speech teacher than {cfg.teacher_speech}; "
                          "delete it (or pass --init) and rerun with --init_only")
