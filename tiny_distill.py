@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -56,6 +57,8 @@ class Config:
     seed: int = 0  # data order and masking; theta0 does not depend on it
     out_dir: str = ""  # run folder; empty = out/<domain>_<data>_s<seed>
     data_dir: str = "data"  # corpora (made by tasks.py if missing)
+    speech_dir: str = ""  # speech audio for distillation (e.g. LibriSpeech/train-clean-100); empty = data_dir/pool_speech
+    music_dir: str = ""  # music audio for distillation, any folder of audio files; empty = data_dir/pool_music
     teacher_speech: str = "data/teachers/speech.pt"  # speech teacher checkpoint (pretrained here if missing)
     teacher_music: str = "data/teachers/music.pt"  # music teacher checkpoint (pretrained here if missing)
     init: str = "out/theta0.pt"  # theta0, the shared student init (made from the speech teacher if missing)
@@ -74,6 +77,7 @@ class Config:
     threads: int = 0  # torch threads (0 = torch's default)
     log_every: int = 50  # steps between log lines
     ckpt_every: int = 250  # steps between checkpoints
+    preset: str = ""  # paper: the paper's student recipe (steps, batch, crop, lr; see PRESETS)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -451,23 +455,62 @@ def read_encoder(path: str):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Audio for training: pools in memory, random crops, the same per-clip normalisation as everywhere
+# Audio for training: a folder of audio files (ours, LibriSpeech's FLAC tree, any music collection), random crops,
+# the same per-clip normalisation as everywhere
 
-def load_pool(data_dir: str, kind: str) -> list:
-    folder = os.path.join(data_dir, f"pool_{kind}")
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith((".wav", ".flac"))) if os.path.isdir(folder) else []
-    if not files:
-        raise ValueError(f"no audio in {folder}; run python tasks.py (or delete {data_dir}/manifest.json)")
-    return [tasks.read_audio(os.path.join(folder, f), max_seconds=600) for f in files]
+class AudioFolder:
+    """Every file soundfile reads under `folder`, searched recursively. A corpus of up to an hour is held in memory
+    as tasks.read_audio reads it; a larger one is read lazily, each crop straight from disk (resampled to 16 kHz
+    when the file has another rate, channels averaged), so LibriSpeech's 960 hours need no memory."""
+    EXTS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+
+    def __init__(self, folder: str, hint: str = "", in_memory_s: float = 3600.0):
+        paths = sorted(os.path.join(root, f) for root, _, names in os.walk(folder) for f in names if f.lower().endswith(self.EXTS))
+        if not paths:
+            raise ValueError(f"no audio in {folder} (looked for {', '.join(self.EXTS)}); {hint or 'check the path'}")
+        self.paths, self.rates, self.lengths, t0 = paths, [], [], time.time()
+        for i, p in enumerate(paths):
+            try:
+                info = sf.info(p)
+            except Exception as e:
+                raise ValueError(f"{p}: unreadable audio ({e}); remove or convert it") from None
+            self.rates.append(info.samplerate)
+            self.lengths.append(int(info.frames * tasks.SR / info.samplerate))  # in 16 kHz samples
+            if time.time() - t0 > 10 and i % 1000 == 0:
+                print(f"  indexing {folder}: {i}/{len(paths)} files", flush=True)
+        self.wavs = None
+        if sum(self.lengths) <= in_memory_s * tasks.SR:
+            self.wavs = [tasks.read_audio(p, max_seconds=600) for p in paths]
+            self.lengths = [len(w) for w in self.wavs]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def read(self, i: int, start: int, n: int) -> np.ndarray:
+        """Samples [start, start + n) of file i at 16 kHz (fewer at the end of the file)."""
+        if self.wavs is not None:
+            return self.wavs[i][start:start + n]
+        sr = self.rates[i]
+        q = sr // math.gcd(sr, tasks.SR)  # read a multiple of q samples: it resamples to a whole number, no drift
+        first, count = int(start * sr / tasks.SR), q * math.ceil(n * sr / tasks.SR / q)
+        wav, _ = sf.read(self.paths[i], start=first, frames=count, dtype="float32", always_2d=True)
+        return tasks.resample(np.nan_to_num(wav.mean(1)), sr)[:n]
 
 
-def sample_crops(pool: list, batch: int, crop_n: int, g: torch.Generator) -> torch.Tensor:
+def load_pool(cfg: "Config", kind: str) -> AudioFolder:
+    """The speech or music corpus: --speech_dir / --music_dir, else the synthetic pool tasks.py made."""
+    folder = (cfg.speech_dir if kind == "speech" else cfg.music_dir) or os.path.join(cfg.data_dir, f"pool_{kind}")
+    return AudioFolder(folder, f"run python tasks.py (or delete {cfg.data_dir}/manifest.json)")
+
+
+def sample_crops(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -> torch.Tensor:
     """batch random crops of crop_n samples, each normalised -> (batch, crop_n)."""
     out = []
     for _ in range(batch):
-        wav = pool[int(torch.randint(len(pool), (1,), generator=g))]
-        start = int(torch.randint(max(1, len(wav) - crop_n + 1), (1,), generator=g))
-        out.append(tasks.normalize(np.pad(wav[start:start + crop_n], (0, max(0, crop_n - len(wav))))))
+        i = int(torch.randint(len(pool), (1,), generator=g))
+        start = int(torch.randint(max(1, pool.lengths[i] - crop_n + 1), (1,), generator=g))
+        wav = pool.read(i, start, crop_n)
+        out.append(tasks.normalize(np.pad(wav, (0, crop_n - len(wav)))))
     return torch.from_numpy(np.stack(out))
 
 
@@ -580,7 +623,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     device, amp = device_and_amp(cfg)
     g = torch.Generator().manual_seed(1000 + (domain == "music"))
     torch.manual_seed(1000 + (domain == "music"))
-    pool = load_pool(cfg.data_dir, domain)
+    pool = load_pool(cfg, domain)
     crop_n = int(cfg.crop_s * tasks.SR)
     n_units = 100
     enc_cfg = teacher_config(cfg)
@@ -729,7 +772,8 @@ def train(cfg: Config) -> dict:
         raise ValueError(f"--data must be 'speech', 'music' or 'mix', got {data!r}")
     out_dir = cfg.out_dir or os.path.join("out", f"{cfg.domain}_{data}_s{cfg.seed}")
     device, amp = device_and_amp(cfg)
-    tasks.ensure_data(cfg.data_dir)
+    if not (cfg.speech_dir and cfg.music_dir):  # the synthetic pools (and the teachers' pretraining data)
+        tasks.ensure_data(cfg.data_dir)
     theta0, theta0_fp = get_theta0(cfg, device)
     domains = ["speech", "music"] if cfg.domain == "both" else [cfg.domain]
     teachers = {d: get_teacher(cfg, d, device) for d in domains}
@@ -745,7 +789,7 @@ def train(cfg: Config) -> dict:
     params = list(student.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6)
     g = torch.Generator().manual_seed(cfg.seed)
-    pools = {k: load_pool(cfg.data_dir, k) for k in (["speech", "music"] if data == "mix" else [data])}
+    pools = {k: load_pool(cfg, k) for k in (["speech", "music"] if data == "mix" else [data])}
     crop_n = int(cfg.crop_s * tasks.SR)
     start_step, ckpt_path = 0, os.path.join(out_dir, "checkpoint.pt")
     if cfg.resume:
@@ -828,12 +872,23 @@ def train(cfg: Config) -> dict:
     return dict(metrics, student=student_path, seconds=time.time() - t0)
 
 
+# --preset paper: DistilHuBERT's recipe as the paper's students used it (PAPER.md Sec. 4), for a GPU and real
+# teachers (--teacher_speech hubert_base_ls960.pt --teacher_music MERT-v0-public/). Explicit flags still win.
+PRESETS = {"paper": dict(steps=200_000, batch=24, crop_s=15.6, lr=2e-4, warmup_frac=0.07, conv_grad_mult=0.1,
+                         teacher_layers=12, dim=768, conv_channels=512, log_every=500, ckpt_every=5000)}
+
+
 def parse_args(argv=None) -> Config:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(Config):
         kind = type(f.default)  # a bool becomes --name / --no-name
         kw = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind)
         p.add_argument("--" + f.name, default=f.default, **kw)
+    preset = p.parse_known_args(argv)[0].preset
+    if preset:
+        if preset not in PRESETS:
+            p.error(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        p.set_defaults(**PRESETS[preset])
     return Config(**vars(p.parse_args(argv)))
 
 

@@ -2,7 +2,9 @@
 import math
 import os
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 
@@ -154,7 +156,7 @@ def test_bad_input_gets_a_clear_error(tiny_setup, tmp_path):
     empty = tmp_path / "empty"
     (empty / "pool_music").mkdir(parents=True)
     with pytest.raises(ValueError, match="no audio in"):
-        td.load_pool(str(empty), "music")
+        td.load_pool(td.Config(data_dir=str(empty)), "music")
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_setup, tmp_path, monkeypatch):
@@ -178,3 +180,30 @@ def test_cli_runs_three_steps_and_writes_the_run_folder(tiny_setup, tmp_path):
     args = [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("init_only", "resume", "out_dir", "steps")]
     td.main(args + ["--steps=3", f"--out_dir={tmp_path}"])
     assert {"student.pt", "log.jsonl", "config.json", "checkpoint.pt"} <= set(os.listdir(tmp_path))
+
+
+def test_audio_folder_reads_a_librispeech_style_tree_lazily(tmp_path):
+    """Nested FLAC at 16 kHz and stereo WAV at 44.1 kHz: lazy crops equal the in-memory ones, resampled to 16 kHz."""
+    t16, t44 = np.arange(3 * tasks.SR) / tasks.SR, np.arange(3 * 44100) / 44100
+    (tmp_path / "103" / "1240").mkdir(parents=True)
+    sf.write(tmp_path / "103" / "1240" / "103-1240-0000.flac", 0.5 * np.sin(2 * np.pi * 440 * t16), tasks.SR)
+    sine44 = 0.5 * np.sin(2 * np.pi * 440 * t44)
+    sf.write(tmp_path / "song.WAV", np.stack([sine44, sine44], 1), 44100)
+    lazy, memory = td.AudioFolder(str(tmp_path), in_memory_s=0), td.AudioFolder(str(tmp_path))
+    assert lazy.wavs is None and memory.wavs is not None and lazy.lengths == memory.lengths == [3 * tasks.SR] * 2
+    for i in range(2):
+        crop = lazy.read(i, 8000, 16000)
+        assert crop.shape == (16000,)
+        expect = 0.5 * np.sin(2 * np.pi * 440 * (8000 + np.arange(16000)) / tasks.SR)
+        assert np.abs(crop[400:-400] - expect[400:-400]).max() < 0.02  # away from the crop's edges
+        assert np.allclose(tasks.normalize(crop), tasks.normalize(memory.read(i, 8000, 16000)), atol=0.05)
+    g = torch.Generator().manual_seed(0)
+    assert td.sample_crops(lazy, 3, 16000, g).shape == (3, 16000)
+
+
+def test_paper_preset_sets_the_distilhubert_recipe_and_flags_still_win():
+    cfg = td.parse_args(["--preset", "paper", "--steps", "10"])
+    assert (cfg.batch, cfg.lr, cfg.crop_s, cfg.steps, cfg.dim, cfg.teacher_layers) == (24, 2e-4, 15.6, 10, 768, 12)
+    assert td.target_layers(cfg.teacher_layers) == [4, 8, 12]
+    with pytest.raises(SystemExit):
+        td.parse_args(["--preset", "huge"])
