@@ -77,6 +77,10 @@ class Config:
     threads: int = 0  # torch threads (0 = torch's default)
     log_every: int = 50  # steps between log lines
     ckpt_every: int = 250  # steps between checkpoints
+    cache_targets: bool = False  # distil from a fixed crop bank with the teachers' targets cached on disk (data/cache/)
+    cache_crops: int = 0  # crops in that bank (0 = steps x batch)
+    compile: bool = False  # torch.compile the student and heads (GPU; compiling costs minutes on a CPU)
+    bench: bool = False  # time the student step and teacher forward of this config (and transformers') and stop
     preset: str = ""  # paper: the paper's student recipe (steps, batch, crop, lr; see PRESETS)
 
 
@@ -503,15 +507,41 @@ def load_pool(cfg: "Config", kind: str) -> AudioFolder:
     return AudioFolder(folder, f"run python tasks.py (or delete {cfg.data_dir}/manifest.json)")
 
 
-def sample_crops(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -> torch.Tensor:
-    """batch random crops of crop_n samples, each normalised -> (batch, crop_n)."""
-    out = []
+def crop_specs(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -> list:
+    """The random draws of `batch` crops: [(file index, start sample)]."""
+    specs = []
     for _ in range(batch):
         i = int(torch.randint(len(pool), (1,), generator=g))
-        start = int(torch.randint(max(1, pool.lengths[i] - crop_n + 1), (1,), generator=g))
+        specs.append((i, int(torch.randint(max(1, pool.lengths[i] - crop_n + 1), (1,), generator=g))))
+    return specs
+
+
+def read_crops(pool: AudioFolder, specs: list, crop_n: int) -> torch.Tensor:
+    """The crops, each zero-padded to crop_n and normalised -> (len(specs), crop_n)."""
+    out = []
+    for i, start in specs:
         wav = pool.read(i, start, crop_n)
         out.append(tasks.normalize(np.pad(wav, (0, crop_n - len(wav)))))
     return torch.from_numpy(np.stack(out))
+
+
+def sample_crops(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -> torch.Tensor:
+    """batch random crops of crop_n samples, each normalised -> (batch, crop_n)."""
+    return read_crops(pool, crop_specs(pool, batch, crop_n, g), crop_n)
+
+
+KINDS = ("speech", "music")
+
+
+def draw_batch(pools: dict, data: str, batch: int, crop_n: int, g: torch.Generator) -> np.ndarray:
+    """One batch's crops as rows (kind 0 speech / 1 music, file, start); mix = half the batch from each pool."""
+    parts = [("speech", batch // 2), ("music", batch - batch // 2)] if data == "mix" else [(data, batch)]
+    return np.array([(KINDS.index(k), i, s) for k, n in parts for i, s in crop_specs(pools[k], n, crop_n, g)], dtype=np.int64)
+
+
+def read_batch(pools: dict, specs: np.ndarray, crop_n: int) -> torch.Tensor:
+    """(B, 3) crop rows -> (B, crop_n) normalised audio, in row order."""
+    return torch.cat([read_crops(pools[KINDS[k]], [(int(i), int(s))], crop_n) for k, i, s in specs])
 
 
 def cpu_has_amx() -> bool:
@@ -763,19 +793,98 @@ def distill_loss(pred: torch.Tensor, target: torch.Tensor):
 # ----------------------------------------------------------------------------------------------------------------
 # Distillation
 
+class TargetBank:
+    """--cache_targets: a fixed bank of crops, drawn once with seed 0 (the same for every later run and seed), and
+    per teacher its target layers for every crop, float16 on disk (data/cache/), memory-mapped. A run on a bank
+    draws its batches from the bank in its own seed's order and runs no teacher at all."""
+
+    def __init__(self, cfg: "Config", data: str, pools: dict, n: int):
+        crop_n = int(cfg.crop_s * tasks.SR)
+        corpus = {k: [p.paths[0], p.paths[-1], len(p), sum(p.lengths)] for k, p in sorted(pools.items())}
+        key = hashlib.sha256(json.dumps([data, crop_n, n, cfg.batch, corpus]).encode()).hexdigest()[:10]
+        self.dir, self.pools, self.crop_n, self.targets = os.path.join(cfg.data_dir, "cache", f"{data}_{crop_n}_{n}_{key}"), pools, crop_n, {}
+        os.makedirs(self.dir, exist_ok=True)
+        path = os.path.join(self.dir, "crops.npy")
+        if not os.path.exists(path):
+            g = torch.Generator().manual_seed(0)
+            specs = np.concatenate([draw_batch(pools, data, cfg.batch, crop_n, g) for _ in range(math.ceil(n / cfg.batch))])[:n]
+            np.save(path + ".tmp.npy", specs)
+            os.replace(path + ".tmp.npy", path)
+        self.specs = np.load(path)  # (n, 3): kind, file, start
+
+    def add_teacher(self, domain: str, teacher: Encoder, layers: list, device: str, batch: int) -> None:
+        """Compute (once) and memory-map this teacher's targets for every crop: (n, K, T, Dt) float16."""
+        path = os.path.join(self.dir, f"{domain}_{teacher.fingerprint}_{'-'.join(map(str, layers))}.npy")
+        if not os.path.exists(path):
+            T = conv_frames(self.crop_n)
+            out = np.lib.format.open_memmap(path + ".tmp.npy", "w+", np.float16, (len(self.specs), len(layers), T, teacher.cfg.dim))
+            t0 = time.time()
+            for i in range(0, len(self.specs), batch):
+                wav = read_batch(self.pools, self.specs[i:i + batch], self.crop_n).to(device)
+                with torch.no_grad():
+                    hidden = teacher(wav)
+                out[i:i + batch] = torch.stack([hidden[j] for j in layers], 1).half().cpu().numpy()
+                if time.time() - t0 > 30 and (i // batch) % 50 == 0:
+                    print(f"  caching {domain} targets: {i + batch}/{len(self.specs)} crops, {time.time() - t0:.0f} s", flush=True)
+            out.flush()
+            del out
+            os.replace(path + ".tmp.npy", path)  # only a complete cache gets the final name
+            print(f"cached {domain} teacher targets of {len(self.specs)} crops in {path}", flush=True)
+        self.targets[domain] = np.load(path, mmap_mode="r")
+
+    def batch(self, idx: np.ndarray):
+        """-> (wav (B, n), {domain: targets (B, K, T, Dt) float32})."""
+        order = np.sort(idx)  # memory-mapped reads in file order, then back to the drawn order
+        back = np.argsort(np.argsort(idx, kind="stable"), kind="stable")
+        return (read_batch(self.pools, self.specs[idx], self.crop_n),
+                {d: torch.from_numpy(np.ascontiguousarray(t[order][back])).float() for d, t in self.targets.items()})
+
+
+def distributed() -> tuple:
+    """(rank, world size) under torchrun (RANK, WORLD_SIZE set), with the process group started; else (0, 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Distiller(nn.Module):
+    """Student backbone + one head set per teacher, one module so DDP can average their gradients."""
+
+    def __init__(self, student: Encoder, heads: nn.ModuleDict):
+        super().__init__()
+        self.student, self.heads = student, heads
+
+    def forward(self, wav, conv_grad_mult: float):
+        top = self.student(wav, conv_grad_mult=conv_grad_mult)[-1]  # (B, T, D)
+        return {d: h(top) for d, h in self.heads.items()}  # each (B, K, T, Dt)
+
+
 def train(cfg: Config) -> dict:
-    """Distil the student from theta0. Returns the final metrics; writes checkpoint.pt, log.jsonl, config.json."""
+    """Distil the student from theta0. Returns the final metrics; writes checkpoint.pt, log.jsonl, config.json.
+    Under torchrun every rank draws the same global batch and takes its own slice (so N ranks see what one process
+    would), DDP averages the gradients, and rank 0 alone logs and writes."""
     if cfg.domain not in ("speech", "music", "both"):
         raise ValueError(f"--domain must be 'speech', 'music' or 'both', got {cfg.domain!r}")
     data = cfg.data or {"speech": "speech", "music": "music", "both": "mix"}[cfg.domain]
     if data not in ("speech", "music", "mix"):
         raise ValueError(f"--data must be 'speech', 'music' or 'mix', got {data!r}")
+    rank, world = distributed()
+    if cfg.batch % world:
+        raise ValueError(f"--batch {cfg.batch} does not split over {world} ranks; use a multiple of {world}")
     out_dir = cfg.out_dir or os.path.join("out", f"{cfg.domain}_{data}_s{cfg.seed}")
     device, amp = device_and_amp(cfg)
-    if not (cfg.speech_dir and cfg.music_dir):  # the synthetic pools (and the teachers' pretraining data)
+    if device == "cuda":
+        device = f"cuda:{rank}" if world > 1 else device
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 for what bf16 leaves
+    lead, domains = rank == 0, ["speech", "music"] if cfg.domain == "both" else [cfg.domain]
+    if world > 1 and not lead:
+        torch.distributed.barrier()  # wait while rank 0 makes whatever is missing (data, teachers, theta0, cache)
+    if not (cfg.speech_dir and cfg.music_dir):  # the synthetic pools (and the teachers' data)
         tasks.ensure_data(cfg.data_dir)
     theta0, theta0_fp = get_theta0(cfg, device)
-    domains = ["speech", "music"] if cfg.domain == "both" else [cfg.domain]
     teachers = {d: get_teacher(cfg, d, device) for d in domains}
     torch.manual_seed(1337)  # heads start the same in every run, like theta0 (the authors' seed)
     student = Encoder(EncoderConfig(**theta0["encoder_config"]))
@@ -785,12 +894,22 @@ def train(cfg: Config) -> dict:
         raise ValueError(f"{cfg.init} was made from another speech teacher than {cfg.teacher_speech}; "
                          "delete it (or pass --init) and rerun with --init_only")
     heads = nn.ModuleDict({d: PredictionHeads(student.cfg.dim, t.cfg.dim, 3) for d, t in teachers.items()})
-    student, heads = student.to(device).train(), heads.to(device)
-    params = list(student.parameters()) + list(heads.parameters())
+    model = Distiller(student, heads).to(device).train()
+    student.mask_emb.requires_grad_(False)  # pretraining only; never used here (and DDP wants no idle parameter)
+    params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6)
     g = torch.Generator().manual_seed(cfg.seed)
     pools = {k: load_pool(cfg, k) for k in (["speech", "music"] if data == "mix" else [data])}
     crop_n = int(cfg.crop_s * tasks.SR)
+    targets = {d: target_layers(t.cfg.layers) for d, t in teachers.items()}
+    bank = None
+    if cfg.cache_targets:
+        bank = TargetBank(cfg, data, pools, cfg.cache_crops or cfg.steps * cfg.batch)
+        for d in domains:
+            bank.add_teacher(d, teachers[d], targets[d], device, cfg.batch)
+        teachers = {}  # no teacher runs during a cached run
+    if world > 1 and lead:
+        torch.distributed.barrier()  # everything exists now: let the other ranks read it
     start_step, ckpt_path = 0, os.path.join(out_dir, "checkpoint.pt")
     if cfg.resume:
         ck = load_checkpoint(ckpt_path, "run without --resume")
@@ -799,13 +918,18 @@ def train(cfg: Config) -> dict:
         opt.load_state_dict(ck["optimizer"])
         g.set_state(ck["rng"])
         start_step = ck["step"]
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(dict(asdict(cfg), data=data, out_dir=out_dir), f, indent=1)
-    targets = {d: target_layers(t.cfg.layers) for d, t in teachers.items()}
-    print(f"distilling a {count_parameters(student) / 1e6:.2f}M-parameter student from {', '.join(domains)} "
-          f"(target layers {targets}) on {data} audio, {cfg.steps} steps of {cfg.batch} x {cfg.crop_s} s, "
-          f"device {device}{' bf16' if amp else ''}, theta0 {theta0_fp}", flush=True)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.startswith("cuda") else None)
+    forward = torch.compile(ddp) if cfg.compile else ddp
+    if lead:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(dict(asdict(cfg), data=data, out_dir=out_dir, world_size=world), f, indent=1)
+        print(f"distilling a {count_parameters(student) / 1e6:.2f}M-parameter student from {', '.join(domains)} "
+              f"(target layers {targets}) on {data} audio, {cfg.steps} steps of {cfg.batch} x {cfg.crop_s} s"
+              f"{f' over {world} ranks' if world > 1 else ''}, device {device}{' bf16' if amp else ''}, "
+              f"{'cached targets, ' if bank else ''}theta0 {theta0_fp}", flush=True)
 
     def save(step, metrics):
         save_checkpoint(ckpt_path, encoder={k: v.cpu() for k, v in student.state_dict().items()},
@@ -813,21 +937,23 @@ def train(cfg: Config) -> dict:
                         rng=g.get_state(), step=step, encoder_config=asdict(student.cfg), theta0_fingerprint=theta0_fp,
                         domain=cfg.domain, data=data, metrics=metrics, config=asdict(cfg))
 
-    metrics, t0, log = {}, time.time(), open(os.path.join(out_dir, "log.jsonl"), "a")
+    metrics, t0 = {}, time.time()
+    log = open(os.path.join(out_dir, "log.jsonl"), "a") if lead else None
+    mine = slice(rank * cfg.batch // world, (rank + 1) * cfg.batch // world)  # this rank's part of every batch
     for step in range(start_step + 1, cfg.steps + 1):
-        if data == "mix":  # half the batch from each pool
-            wav = torch.cat([sample_crops(pools["speech"], cfg.batch // 2, crop_n, g),
-                             sample_crops(pools["music"], cfg.batch - cfg.batch // 2, crop_n, g)])
+        if bank is not None:
+            wav, target = bank.batch(torch.randint(len(bank.specs), (cfg.batch,), generator=g).numpy()[mine])
         else:
-            wav = sample_crops(pools[data], cfg.batch, crop_n, g)
-        wav = wav.to(device)  # (B, n)
-        with torch.no_grad():  # frozen teachers, float32 (their targets are what the student must match)
-            target = {d: torch.stack([teachers[d](wav)[i] for i in targets[d]], 1) for d in domains}  # (B, K, T, Dt)
+            wav = read_batch(pools, draw_batch(pools, data, cfg.batch, crop_n, g)[mine], crop_n)  # (B, n)
+        wav = wav.pin_memory().to(device, non_blocking=True) if device.startswith("cuda") else wav
+        if bank is None:
+            with torch.no_grad():  # frozen teachers, float32 (their targets are what the student must match)
+                target = {d: torch.stack([teachers[d](wav)[i] for i in targets[d]], 1) for d in domains}  # (B, K, T, Dt)
+        target = {d: t.to(device) for d, t in target.items()}
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_frac)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-            top = student(wav, conv_grad_mult=cfg.conv_grad_mult)[-1]  # (B, T, D)
-            preds = {d: heads[d](top) for d in domains}
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp):
+            preds = forward(wav, cfg.conv_grad_mult)
         loss, stats = 0.0, {}
         for d in domains:  # ensemble: one head set per teacher, losses summed with equal weights
             l, l1, cos = distill_loss(preds[d].float(), target[d])
@@ -837,10 +963,10 @@ def train(cfg: Config) -> dict:
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last good checkpoint is {ckpt_path} "
                                      f"(continue with --resume after lowering --lr, or check the data)")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP the gradients arrive averaged over the ranks
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if lead and (step % cfg.log_every == 0 or step == cfg.steps):
             el = time.time() - t0
             done = step - start_step
             metrics = dict(step=step, loss=round(loss.item(), 4), heads=stats, lr=opt.param_groups[0]["lr"],
@@ -853,13 +979,15 @@ def train(cfg: Config) -> dict:
             print(f"step {step}/{cfg.steps} loss {loss.item():.4f} | {heads_txt} | lr {metrics['lr']:.2e} "
                   f"{metrics['ms_per_step']:.0f} ms/step {metrics['audio_s_per_s']:.0f} audio-s/s "
                   f"ETA {el / done * (cfg.steps - step) / 60:.1f} min", flush=True)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if lead and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             save(step, metrics)
+    if not lead:
+        return {}
     log.close()
     # the cost of this run (merge.py's cost table): teacher forward passes and peak memory of the process
-    metrics["teacher_clip_forwards"] = (cfg.steps - start_step) * cfg.batch * len(domains)
+    metrics["teacher_clip_forwards"] = 0 if bank else (cfg.steps - start_step) * cfg.batch * len(domains)
     metrics["wall_s"] = round(time.time() - t0, 1)
-    if device == "cuda":
+    if device.startswith("cuda"):
         metrics["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20)
     elif resource is not None:  # ru_maxrss is in KiB on Linux
         metrics["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -870,6 +998,112 @@ def train(cfg: Config) -> dict:
     print(f"done: {student_path} (final distillation loss {metrics.get('loss', float('nan')):.4f}, "
           f"{time.time() - t0:.0f} s)", flush=True)
     return dict(metrics, student=student_path, seconds=time.time() - t0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmark (--bench): the current config's student training step and teacher forward, against this machine's
+# matmul peak and, where transformers is installed, against its HubertModel built with the same sizes
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def training_step(backbone_forward, params: list, heads: nn.Module, wav, target, amp: bool, device: str):
+    """One distillation step (forward, loss, backward, clip, AdamW) as a closure, for timing."""
+    opt = torch.optim.AdamW(params + list(heads.parameters()), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            pred = heads(backbone_forward(wav))
+        loss = distill_loss(pred.float(), target)[0]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        sync(device)
+    return step
+
+
+def bench(cfg: Config, reps: int = 10) -> float:
+    """Prints step times, audio-seconds/s and FLOP/s; returns the speed ratio vs transformers (0 if absent)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    device, amp = device_and_amp(cfg)
+    t_cfg = teacher_config(cfg)
+    s_cfg = student_config(t_cfg)
+    torch.manual_seed(0)
+    student, teacher = Encoder(s_cfg).to(device).train(), Encoder(t_cfg).to(device).eval().requires_grad_(False)
+    wav = torch.randn(cfg.batch, int(cfg.crop_s * tasks.SR), device=device)  # (B, n)
+    target = torch.randn(cfg.batch, 3, conv_frames(wav.shape[1]), t_cfg.dim, device=device)  # (B, K, T, Dt)
+    audio_s = cfg.batch * cfg.crop_s
+    dtype = torch.bfloat16 if amp else torch.float32
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    peak = 2 * 2048 ** 3 / median_time(lambda: (a @ a, sync(device)), 5)
+    print(f"bench: {device}, {torch.get_num_threads()} threads, {'bf16' if amp else 'fp32'}; batch {cfg.batch} x "
+          f"{cfg.crop_s} s; student {count_parameters(student) / 1e6:.2f}M, teacher {count_parameters(teacher) / 1e6:.2f}M "
+          f"parameters; 2048^3 matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
+    ours = training_step(lambda w: student(w, conv_grad_mult=cfg.conv_grad_mult)[-1], list(student.parameters()),
+                         PredictionHeads(s_cfg.dim, t_cfg.dim, 3).to(device), wav, target, amp, device)
+    with FlopCounterMode(display=False) as counter:
+        ours()
+    step_flops = counter.get_total_flops()
+
+    def teacher_forward():
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            teacher(wav)
+        sync(device)
+    with FlopCounterMode(display=False) as counter:
+        teacher_forward()
+    teacher_flops = counter.get_total_flops()
+    theirs = None
+    try:
+        import transformers
+        hf_cfg = transformers.HubertConfig(
+            hidden_size=s_cfg.dim, num_hidden_layers=s_cfg.layers, num_attention_heads=s_cfg.heads,
+            intermediate_size=s_cfg.ffn, conv_dim=(s_cfg.conv_channels,) * 7, num_conv_pos_embeddings=s_cfg.pos_kernel,
+            num_conv_pos_embedding_groups=s_cfg.pos_groups, feat_proj_layer_norm=s_cfg.feature_layernorm,
+            hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
+            mask_time_prob=0.0, attn_implementation="sdpa")
+        hf = transformers.HubertModel(hf_cfg).to(device).train()
+        theirs = training_step(lambda w: hf(w).last_hidden_state, list(hf.parameters()),
+                               PredictionHeads(s_cfg.dim, t_cfg.dim, 3).to(device), wav, target, amp, device)
+    except ImportError:
+        print("bench: transformers not installed, no reference comparison (pip install -r tests/requirements.txt)")
+    times = {"ours": [], "theirs": [], "teacher": []}
+    for fn in [ours, theirs, teacher_forward] * 2:  # warm-up
+        if fn is not None:
+            fn()
+    for _ in range(reps):  # interleaved, so a busy moment of the machine hits both alike
+        for name, fn in (("ours", ours), ("theirs", theirs), ("teacher", teacher_forward)):
+            if fn is not None:
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items() if v}
+    print(f"bench: student step {med['ours'] * 1e3:.1f} ms = {audio_s / med['ours']:.0f} audio-s/s, "
+          f"{step_flops / 1e9:.1f} GFLOP/step = {step_flops / med['ours'] / 1e9:.1f} GFLOP/s "
+          f"({100 * step_flops / med['ours'] / peak:.0f}% of the matmul peak)")
+    print(f"bench: teacher forward {med['teacher'] * 1e3:.1f} ms = {audio_s / med['teacher']:.0f} audio-s/s, "
+          f"{teacher_flops / 1e9:.1f} GFLOP = {teacher_flops / med['teacher'] / 1e9:.1f} GFLOP/s "
+          f"({100 * teacher_flops / med['teacher'] / peak:.0f}% of the matmul peak)")
+    if "theirs" not in med:
+        return 0.0
+    ratio = med["theirs"] / med["ours"]
+    print(f"bench: transformers HubertModel step {med['theirs'] * 1e3:.1f} ms (same sizes, heads, loss, optimizer; "
+          f"median of {reps})")
+    print(f"speed_ratio_vs_transformers {ratio:.2f}", flush=True)
+    return ratio
 
 
 # --preset paper: DistilHuBERT's recipe as the paper's students used it (PAPER.md Sec. 4), for a GPU and real
@@ -898,7 +1132,9 @@ def main(argv=None):
         torch.set_num_threads(cfg.threads)
     print(json.dumps(asdict(cfg)), flush=True)
     try:
-        if cfg.pretrain:
+        if cfg.bench:
+            bench(cfg)
+        elif cfg.pretrain:
             if cfg.pretrain not in ("speech", "music"):
                 raise ValueError(f"--pretrain must be 'speech' or 'music', got {cfg.pretrain!r}")
             tasks.ensure_data(cfg.data_dir)

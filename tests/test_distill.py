@@ -1,6 +1,9 @@
 """tiny_distill.py: the encoder, theta0, the loss, distillation runs, checkpoints and resume."""
+import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ def tiny_setup(tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     cfg = td.Config(data_dir=tiny_data.data_dir, teacher_speech=str(root / "speech.pt"),
                     teacher_music=str(root / "music.pt"), init=str(root / "theta0.pt"), **TINY)
-    td.main(["--init_only"] + [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("init_only", "resume")])
+    td.main(["--init_only"] + [f"--{k}={v}" for k, v in vars(cfg).items() if not isinstance(v, bool)])
     td.pretrain_teacher(cfg, "music", cfg.teacher_music)
     return cfg, root
 
@@ -105,17 +108,17 @@ def test_resume_continues_bit_for_bit(tiny_setup, tmp_path, monkeypatch):
     """4 steps straight equal a run that crashes after step 2 (checkpoint kept) + --resume, bit for bit."""
     cfg, _ = tiny_setup
     straight = run(cfg, tmp_path / "a", domain="speech")
-    real, calls = td.sample_crops, []
+    real, calls = td.read_batch, []
 
     def crash_on_third_batch(*args):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args)
-    monkeypatch.setattr(td, "sample_crops", crash_on_third_batch)
+    monkeypatch.setattr(td, "read_batch", crash_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "b", domain="speech")
-    monkeypatch.setattr(td, "sample_crops", real)
+    monkeypatch.setattr(td, "read_batch", real)
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 2
     resumed = run(cfg, tmp_path / "b", domain="speech", resume=True)
     a = torch.load(straight["student"], weights_only=True)["encoder"]
@@ -177,7 +180,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_setup, t
 def test_cli_runs_three_steps_and_writes_the_run_folder(tiny_setup, tmp_path):
     """python tiny_distill.py --domain music --steps 3 ends with student.pt, log.jsonl and config.json."""
     cfg, _ = tiny_setup
-    args = [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("init_only", "resume", "out_dir", "steps")]
+    args = [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("out_dir", "steps") and not isinstance(v, bool)]
     td.main(args + ["--steps=3", f"--out_dir={tmp_path}"])
     assert {"student.pt", "log.jsonl", "config.json", "checkpoint.pt"} <= set(os.listdir(tmp_path))
 
@@ -207,3 +210,61 @@ def test_paper_preset_sets_the_distilhubert_recipe_and_flags_still_win():
     assert td.target_layers(cfg.teacher_layers) == [4, 8, 12]
     with pytest.raises(SystemExit):
         td.parse_args(["--preset", "huge"])
+
+
+def losses_of(run_dir):
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f]
+
+
+def test_cached_targets_match_the_online_run_within_float16(tiny_setup, tmp_path, monkeypatch):
+    """--cache_targets: the float16 targets on disk give the losses that the teacher's float32 targets give on the
+    same crops, and a cached run runs no teacher."""
+    cfg, _ = tiny_setup
+    kw = dict(domain="music", cache_targets=True, cache_crops=6, steps=3)
+    cached = run(cfg, tmp_path / "cached", **kw)
+    assert cached["teacher_clip_forwards"] == 0
+    assert any(f.startswith("music_") for d in os.listdir(os.path.join(cfg.data_dir, "cache"))
+               for f in os.listdir(os.path.join(cfg.data_dir, "cache", d)))
+    teacher = td.load_encoder(cfg.teacher_music)
+    layers = td.target_layers(teacher.cfg.layers)
+
+    def online(bank, idx):  # the same crops, targets from the teacher now, in float32
+        wav = td.read_batch(bank.pools, bank.specs[idx], bank.crop_n)
+        with torch.no_grad():
+            hidden = teacher(wav)
+        return wav, {"music": torch.stack([hidden[i] for i in layers], 1)}
+    monkeypatch.setattr(td.TargetBank, "batch", online)
+    run(cfg, tmp_path / "online", **kw)
+    a, b = losses_of(tmp_path / "cached"), losses_of(tmp_path / "online")
+    assert len(a) == 3 and np.allclose(a, b, rtol=2e-3), (a, b)
+
+
+def test_two_ranks_with_half_the_batch_each_make_the_same_update(tiny_setup, tmp_path):
+    """torchrun, gloo, 2 CPU processes with batch 2 each == 1 process with batch 4 (one update: lr is 0 at step 2)."""
+    cfg, _ = tiny_setup
+    args = [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("out_dir", "steps", "batch") and not isinstance(v, bool)]
+    args += ["--domain=music", "--steps=2", "--batch=4", "--threads=1"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           os.path.join(root, "tiny_distill.py"), *args, f"--out_dir={tmp_path / 'ddp'}"],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    single = run(cfg, tmp_path / "one", domain="music", steps=2, batch=4)
+    a = torch.load(tmp_path / "ddp" / "student.pt", weights_only=True)["encoder"]
+    b = torch.load(single["student"], weights_only=True)["encoder"]
+    theta0 = torch.load(cfg.init, weights_only=True)["encoder"]
+    assert not torch.equal(b["layers.1.fc1.weight"], theta0["layers.1.fc1.weight"])  # an update happened
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+
+
+def test_bench_prints_throughput_and_the_ratio_to_transformers(tiny_setup, capsys):
+    cfg, _ = tiny_setup
+    ratio = td.bench(cfg, reps=2)
+    out = capsys.readouterr().out
+    assert "audio-s/s" in out and "GFLOP/s" in out
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        pytest.skip("transformers not installed: the reference comparison is skipped (tests/requirements.txt)")
+    assert ratio > 0 and out.strip().splitlines()[-1].startswith("speed_ratio_vs_transformers")
