@@ -37,7 +37,7 @@ class Config:
     keep_frac: float = 0.2  # TIES: fraction of each tau's entries kept by magnitude
     drop_prob: float = 0.9  # DARE: fraction of each tau's entries dropped
     out: str = ""  # write the merged checkpoint here (one merge)
-    sweep: str = ""  # line (lam_speech + lam_music = 1, steps of 0.1) | grid (both in 0..1.2, steps of 0.2)
+    sweep: str = ""  # line (lam_speech + lam_music = 1, steps of 0.1) | paper (its 5 points) | grid (0..1.2, steps of 0.3)
     seeds: str = "0"  # comma-separated distillation seeds to sweep or tabulate
     data: str = ""  # distillation data of the students to use: '' (own pools) or speech (the authors' setting)
     results: str = "out/results.jsonl"  # probe results, read and appended
@@ -156,12 +156,15 @@ REPORTED = [0.9, 0.8, 0.5, 0.2, 0.1]  # lam_speech values the paper reports (lam
 
 
 def sweep_points(kind: str) -> list:
-    """line: lam_speech + lam_music = 1 in steps of 0.1 (the paper); grid: both in 0..1.2 in steps of 0.2."""
+    """line: lam_speech + lam_music = 1 in steps of 0.1 (the paper's protocol); paper: the 5 points the paper
+    reports; grid: both lambdas in 0, 0.3, ..., 1.2 (25 merges; a little beyond 1, where task arithmetic often peaks)."""
     if kind == "line":
         return [(round(float(a), 1), round(float(1 - a), 1)) for a in np.arange(0, 1.01, 0.1)]
+    if kind == "paper":
+        return [(a, round(1 - a, 1)) for a in REPORTED]
     if kind == "grid":
-        return [(round(float(a), 1), round(float(b), 1)) for a in np.arange(0, 1.21, 0.2) for b in np.arange(0, 1.21, 0.2)]
-    raise ValueError(f"--sweep must be line or grid, got {kind!r}")
+        return [(round(float(a), 1), round(float(b), 1)) for a in np.arange(0, 1.21, 0.3) for b in np.arange(0, 1.21, 0.3)]
+    raise ValueError(f"--sweep must be line, paper or grid, got {kind!r}")
 
 
 def run_dir(domain: str, data: str, seed: int, steps_tag: str = "") -> str:
@@ -252,11 +255,11 @@ def summary(rows: list, tag: str, split: str = "test") -> dict:
     return out
 
 
-def valid_pick(rows: list, cfg: Config, seeds: list) -> tuple:
-    """The line-sweep lambda with the best mean accuracy over all tasks on VALID (mean over seeds); test is not
+def valid_pick(rows: list, cfg: Config, seeds: list, points: str = "line") -> tuple:
+    """The swept lambda with the best mean accuracy over all tasks on VALID (mean over seeds); test is not
     looked at. (Mean accuracy, not the normalised score, which is undefined where a teacher is below logmel.)"""
     best, best_score = None, -np.inf
-    for lam_speech, lam_music in sweep_points("line"):
+    for lam_speech, lam_music in sweep_points(points):
         scores = [summary(rows, merged_tag(cfg, lam_speech, lam_music, s), "valid").get("mean acc") for s in seeds]
         if all(x is not None for x in scores) and np.mean(scores) > best_score:
             best, best_score = (lam_speech, lam_music), float(np.mean(scores))
@@ -276,6 +279,13 @@ def table_rows(rows: list, cfg: Config, seeds: list) -> list:
     pick, _ = valid_pick(rows, cfg, seeds)
     if pick:
         entries.append((f"TA valid pick {pick[0]}/{pick[1]}", [merged_tag(cfg, *pick, s) for s in seeds]))
+    for method in ("ties", "dare"):  # ablation rows, at the paper's points (--method M --sweep paper)
+        other = Config(**{**asdict(cfg), "method": method})
+        for lam_speech, lam_music in sweep_points("paper"):
+            entries.append((f"{method.upper()} lam {lam_speech}/{lam_music}", [merged_tag(other, lam_speech, lam_music, s) for s in seeds]))
+        pick, _ = valid_pick(rows, other, seeds, "paper")
+        if pick:
+            entries.append((f"{method.upper()} valid pick {pick[0]}/{pick[1]}", [merged_tag(other, *pick, s) for s in seeds]))
     return entries
 
 

@@ -638,6 +638,8 @@ def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span
 
 
 def teacher_config(cfg: Config) -> EncoderConfig:
+    if cfg.preset == "paper":
+        return EncoderConfig()  # HuBERT Base's sizes (12 x 768, 12 heads, positional kernel 128 in 16 groups)
     # DEVIATION: tiny teachers (6 layers x 192) stand in for HuBERT Base and MERT-v0-public (12 x 768), same blocks
     return EncoderConfig(conv_channels=cfg.conv_channels, dim=cfg.dim, layers=cfg.teacher_layers, heads=max(1, cfg.dim // 48),
                          ffn=4 * cfg.dim, pos_kernel=64, pos_groups=cfg.dim // 16, feature_layernorm=True)
@@ -829,7 +831,7 @@ class TargetBank:
             out.flush()
             del out
             os.replace(path + ".tmp.npy", path)  # only a complete cache gets the final name
-            print(f"cached {domain} teacher targets of {len(self.specs)} crops in {path}", flush=True)
+            print(f"cached {domain} teacher targets of {len(self.specs)} crops in {path} ({time.time() - t0:.0f} s)", flush=True)
         self.targets[domain] = np.load(path, mmap_mode="r")
 
     def batch(self, idx: np.ndarray):
@@ -947,8 +949,11 @@ def train(cfg: Config) -> dict:
             wav = read_batch(pools, draw_batch(pools, data, cfg.batch, crop_n, g)[mine], crop_n)  # (B, n)
         wav = wav.pin_memory().to(device, non_blocking=True) if device.startswith("cuda") else wav
         if bank is None:
+            target = {}
             with torch.no_grad():  # frozen teachers, float32 (their targets are what the student must match)
-                target = {d: torch.stack([teachers[d](wav)[i] for i in targets[d]], 1) for d in domains}  # (B, K, T, Dt)
+                for d in domains:
+                    hidden = teachers[d](wav)  # one forward pass, every layer
+                    target[d] = torch.stack([hidden[i] for i in targets[d]], 1)  # (B, K, T, Dt)
         target = {d: t.to(device) for d, t in target.items()}
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_frac)
