@@ -289,6 +289,14 @@ def table_rows(rows: list, cfg: Config, seeds: list) -> list:
     return entries
 
 
+def test_se(rows: list, tag: str) -> float:
+    """Standard error of a model's mean test accuracy over the tasks from the finite test sets alone (binomial,
+    sqrt(sum_t p_t (1 - p_t) / n_t) / n_tasks): the noise floor no number of seeds removes."""
+    import probe
+    p, n = probe.mean_scores(rows, tag), {r["task"]: r["n_test"] for r in rows if r["model"] == tag}
+    return float(np.sqrt(sum(p[t] * (1 - p[t]) / n[t] for t in p)) / len(p)) if p else float("nan")
+
+
 def headline_table(rows: list, cfg: Config) -> str:
     """Markdown: every task, speech and music averages, overall score; mean ± std over distillation seeds."""
     import tasks
@@ -306,6 +314,8 @@ def headline_table(rows: list, cfg: Config) -> str:
             fmt = "{:.1f}" if c == "score" else "{:.3f}"
             cells.append(fmt.format(v.mean()) + (f" ± {fmt.format(v.std())}" if len(v) > 1 else ""))
         lines.append(f"| {label} (n={len(per_seed)}) | " + " | ".join(cells) + " |")
+    lines.append(f"\nStandard error of one model's mean test accuracy from the test-set sizes alone: "
+                 f"{test_se(rows, 'logmel'):.4f} (logmel); the seed std above comes on top of it.")
     return "\n".join(lines)
 
 

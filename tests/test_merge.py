@@ -105,7 +105,7 @@ def fake_rows(valid_best: float, test_best: float) -> list:
     rows = []
     for task in tasks.PROBE_TASKS:
         for model, v, t in (("logmel", 0.5, 0.5), ("teacher_speech", 0.9, 0.9), ("teacher_music", 0.9, 0.9)):
-            rows.append(dict(model=model, task=task, layer="last", seed=0, valid=v, test=t))
+            rows.append(dict(model=model, task=task, layer="last", seed=0, valid=v, test=t, n_test=100))
         for lam_speech, lam_music in merge.sweep_points("line"):
             for seed in (0, 1):
                 tag = merge.merged_tag(merge.Config(), lam_speech, lam_music, seed)
@@ -128,3 +128,4 @@ def test_table_printer_on_a_small_results_file():
     assert lines["TA lam 0.9/0.1 (n=2)"].rstrip(" |").endswith("750.0 ± 0.0")
     assert lines["TA valid pick 0.3/0.7 (n=2)"].rstrip(" |").endswith("500.0 ± 0.0")
     assert lines["speech teacher (weighted) (n=1)"].rstrip(" |").endswith("1000.0")
+    assert "0.0158 (logmel)" in table  # sqrt(10 * 0.25 / 100) / 10
