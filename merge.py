@@ -376,7 +376,10 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
         lams = sorted({p[0] for p in sweep_points("grid")})
         img = np.array([[grid.get((a, b), np.nan) for a in lams] for b in lams])
         fig, ax = plt.subplots(figsize=(5, 4))
-        im = ax.imshow(img, origin="lower", extent=(lams[0] - 0.1, lams[-1] + 0.1, lams[0] - 0.1, lams[-1] + 0.1))
+        h = (lams[1] - lams[0]) / 2  # each cell centred on its lambda
+        im = ax.imshow(img, origin="lower", extent=(lams[0] - h, lams[-1] + h, lams[0] - h, lams[-1] + h))
+        ax.set_xticks(lams)
+        ax.set_yticks(lams)
         fig.colorbar(im, label="mean accuracy, all tasks")
         ax.set(xlabel="lam_speech", ylabel="lam_music", title="task arithmetic over both lambdas")
         written.append(os.path.join(folder, "grid.png"))
@@ -428,7 +431,9 @@ def main(argv=None):
             print(headline_table(rows, cfg))
             print()
             print(cost_table(cfg))
-            print("plots: " + ", ".join(plots(rows, cfg)))
+            folder = os.path.join("out", f"data_{cfg.data}") if cfg.data else "out"  # the ablation's own plots
+            os.makedirs(folder, exist_ok=True)
+            print("plots: " + ", ".join(plots(rows, cfg, folder)))
         elif cfg.sweep:
             run_sweep(cfg)
             import probe
