@@ -18,6 +18,11 @@ Usage:  python tiny_distill.py --domain music          # data, teachers and thet
         python tiny_distill.py --domain speech --seed 1
         python tiny_distill.py --domain both           # ensemble distillation
         python tiny_distill.py --pretrain speech       # rebuild a teacher
+        python tiny_distill.py --domain music --cache_targets       # teacher targets cached on disk, reused
+        python tiny_distill.py --bench                 # step times, FLOP/s, ratio to transformers' HubertModel
+        torchrun --nproc_per_node 2 tiny_distill.py --domain music  # DDP
+        python tiny_distill.py --preset paper --teacher_speech hubert_base_ls960.pt \
+            --teacher_music MERT-v0-public/ --speech_dir LibriSpeech/ --init out/theta0_paper.pt   # real teachers
 """
 import argparse
 import hashlib
