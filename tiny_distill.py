@@ -301,20 +301,6 @@ KEY_MAPS = {  # layout -> [(their name as a full-match regex, ours)], after weig
         (rf"encoder\.layers\.{N}\.feed_forward\.output_dense\.{W}", r"layers.\1.fc2.\2"),
         (rf"encoder\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
     ],
-    "torchaudio": [  # hubert_fairseq_base_ls960.pth (Wav2Vec2Model), HuBERTPretrainModel's "wav2vec2." dropped
-        (rf"feature_extractor\.conv_layers\.{N}\.conv\.weight", r"conv.convs.\1.weight"),
-        (rf"feature_extractor\.conv_layers\.0\.layer_norm\.{W}", r"conv.norm.\1"),
-        (rf"encoder\.feature_projection\.layer_norm\.{W}", r"feature_norm.\1"),
-        (rf"encoder\.feature_projection\.projection\.{W}", r"proj.\1"),
-        (r"mask_generator\.mask_embedding", "mask_emb"),
-        (r"encoder\.transformer\.pos_conv_embed\.conv\.(weight_g|weight_v|bias)", r"pos_conv.\1"),
-        (rf"encoder\.transformer\.layer_norm\.{W}", r"norm.\1"),
-        (rf"encoder\.transformer\.layers\.{N}\.attention\.(q|k|v|out)_proj\.{W}", r"layers.\1.attention.\2_proj.\3"),
-        (rf"encoder\.transformer\.layers\.{N}\.layer_norm\.{W}", r"layers.\1.attention_norm.\2"),
-        (rf"encoder\.transformer\.layers\.{N}\.feed_forward\.intermediate_dense\.{W}", r"layers.\1.fc1.\2"),
-        (rf"encoder\.transformer\.layers\.{N}\.feed_forward\.output_dense\.{W}", r"layers.\1.fc2.\2"),
-        (rf"encoder\.transformer\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
-    ],
     "fairseq": [  # hubert_base_ls960.pt ("model") and s3prl's DistilHuBERT ("Distiller", no feature LayerNorm)
         (rf"feature_extractor\.conv_layers\.{N}\.0\.weight", r"conv.convs.\1.weight"),
         (rf"feature_extractor\.conv_layers\.0\.2\.{W}", r"conv.norm.\1"),
@@ -329,6 +315,12 @@ KEY_MAPS = {  # layout -> [(their name as a full-match regex, ours)], after weig
         (rf"encoder\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
     ],
 }
+# torchaudio's Wav2Vec2Model (hubert_fairseq_base_ls960.pth; HuBERTPretrainModel's "wav2vec2." dropped) has the
+# transformers names, with the projection under encoder. and the transformer under encoder.transformer.
+TORCHAUDIO_PREFIXES = [(r"feature_projection\.", r"encoder\.feature_projection\."), (r"encoder\.", r"encoder\.transformer\."),
+                       (r"masked_spec_embed", r"mask_generator\.mask_embedding")]
+KEY_MAPS["torchaudio"] = [(next((new + p[len(old):] for old, new in TORCHAUDIO_PREFIXES if p.startswith(old)), p), o)
+                          for p, o in KEY_MAPS["transformers"]]
 # pretraining and fine-tuning heads, not part of any encoder: HuBERT's final_proj / label_embs_concat, a CTC lm_head,
 # s3prl's prediction heads (output_layer, returned separately by read_encoder)
 HEAD_KEYS = r"(final_proj\..*|label_embs_concat|lm_head\..*|output_layer\..*)"
@@ -359,8 +351,8 @@ class _TolerantUnpickler(pickle.Unpickler):
         return _Opaque
 
 
-def read_state_file(path: str):
-    """A real checkpoint file or folder -> (flat dict name -> tensor, config.json dict or {})."""
+def read_file(path: str):
+    """A checkpoint file or a transformers folder -> (what it holds, config.json dict or {}), read once."""
     meta = {}
     if os.path.isdir(path):  # a transformers folder: config.json + model.safetensors or pytorch_model.bin
         if os.path.isfile(os.path.join(path, "config.json")):
@@ -379,21 +371,15 @@ def read_state_file(path: str):
             raise ValueError(f"{path} is a .safetensors file: pip install safetensors, or use pytorch_model.bin") from None
         return load_file(path), meta
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True), meta
     except Exception:  # fairseq and s3prl pickle their configs next to the weights; keep the tensors only
         import types
         tolerant = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=lambda f, **kw: _TolerantUnpickler(f, **kw).load(),
                                          __name__="pickle")
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=tolerant)
+            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=tolerant), meta
         except Exception as e:
             raise ValueError(f"{path} is unreadable as a torch checkpoint ({type(e).__name__}: {e})") from None
-    for key in ("model", "Distiller", "state_dict"):  # fairseq, s3prl, generic wrappers
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not any(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{path} holds no state dict of tensors")
-    return {k: v for k, v in obj.items() if torch.is_tensor(v)}, meta
 
 
 def convert_state(theirs: dict, what: str):
@@ -438,16 +424,15 @@ def infer_config(state: dict, heads: int = 0) -> EncoderConfig:
 def read_encoder(path: str):
     """Any supported checkpoint -> (EncoderConfig, encoder state, fingerprint, heads or None). Project files carry
     their config and fingerprint; foreign ones are converted (DistilHuBERT's heads as PredictionHeads tensors)."""
-    if os.path.isfile(path) and not path.endswith(".safetensors"):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            ckpt = None
-        if isinstance(ckpt, dict) and "encoder" in ckpt and "encoder_config" in ckpt:
-            state = ckpt["encoder"]
-            return EncoderConfig(**ckpt["encoder_config"]), state, ckpt.get("fingerprint") or fingerprint(state), None
-    theirs, meta = read_state_file(path)
-    layout, state, their_heads = convert_state(theirs, path)
+    obj, meta = read_file(path)
+    if isinstance(obj, dict) and "encoder" in obj and "encoder_config" in obj:  # this project's format
+        return EncoderConfig(**obj["encoder_config"]), obj["encoder"], obj.get("fingerprint") or fingerprint(obj["encoder"]), None
+    for key in ("model", "Distiller", "state_dict"):  # fairseq, s3prl, generic wrappers
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not any(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError(f"{path} holds no state dict of tensors")
+    layout, state, their_heads = convert_state({k: v for k, v in obj.items() if torch.is_tensor(v)}, path)
     missing = [k for k in ("conv.convs.0.weight", "proj.weight", "pos_conv.weight_v", "layers.0.fc1.weight") if k not in state]
     if missing:
         raise ValueError(f"{path} ({layout} layout) lacks {missing}: not a complete HuBERT-family encoder")
@@ -521,18 +506,15 @@ def crop_specs(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -
     return specs
 
 
-def read_crops(pool: AudioFolder, specs: list, crop_n: int) -> torch.Tensor:
-    """The crops, each zero-padded to crop_n and normalised -> (len(specs), crop_n)."""
-    out = []
-    for i, start in specs:
-        wav = pool.read(i, start, crop_n)
-        out.append(tasks.normalize(np.pad(wav, (0, crop_n - len(wav)))))
-    return torch.from_numpy(np.stack(out))
+def read_crop(pool: AudioFolder, i: int, start: int, crop_n: int) -> np.ndarray:
+    """One crop, zero-padded to crop_n and normalised -> (crop_n,)."""
+    wav = pool.read(i, start, crop_n)
+    return tasks.normalize(np.pad(wav, (0, crop_n - len(wav))))
 
 
 def sample_crops(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -> torch.Tensor:
     """batch random crops of crop_n samples, each normalised -> (batch, crop_n)."""
-    return read_crops(pool, crop_specs(pool, batch, crop_n, g), crop_n)
+    return torch.from_numpy(np.stack([read_crop(pool, i, s, crop_n) for i, s in crop_specs(pool, batch, crop_n, g)]))
 
 
 KINDS = ("speech", "music")
@@ -546,7 +528,7 @@ def draw_batch(pools: dict, data: str, batch: int, crop_n: int, g: torch.Generat
 
 def read_batch(pools: dict, specs: np.ndarray, crop_n: int) -> torch.Tensor:
     """(B, 3) crop rows -> (B, crop_n) normalised audio, in row order."""
-    return torch.cat([read_crops(pools[KINDS[k]], [(int(i), int(s))], crop_n) for k, i, s in specs])
+    return torch.from_numpy(np.stack([read_crop(pools[KINDS[k]], int(i), int(s), crop_n) for k, i, s in specs]))
 
 
 def cpu_has_amx() -> bool:
@@ -841,10 +823,8 @@ class TargetBank:
 
     def batch(self, idx: np.ndarray):
         """-> (wav (B, n), {domain: targets (B, K, T, Dt) float32})."""
-        order = np.sort(idx)  # memory-mapped reads in file order, then back to the drawn order
-        back = np.argsort(np.argsort(idx, kind="stable"), kind="stable")
         return (read_batch(self.pools, self.specs[idx], self.crop_n),
-                {d: torch.from_numpy(np.ascontiguousarray(t[order][back])).float() for d, t in self.targets.items()})
+                {d: torch.from_numpy(t[idx]).float() for d, t in self.targets.items()})
 
 
 def distributed() -> tuple:
