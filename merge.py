@@ -41,6 +41,7 @@ class Config:
     seeds: str = "0"  # comma-separated distillation seeds to sweep or tabulate
     data: str = ""  # distillation data of the students to use: '' (own pools) or speech (the authors' setting)
     results: str = "out/results.jsonl"  # probe results, read and appended
+    data_dir: str = "data"  # the probe sets (tasks.py)
     table: bool = False  # print the headline table from --results and stop
     probe_seeds: int = 3  # probe seeds per merged model
     seed: int = 0  # DARE's random drops
@@ -198,10 +199,11 @@ def probe_once(path: str, tag: str, layer: str, cfg: Config, done: set) -> None:
     if tag in done:
         return
     import probe
-    if not os.path.exists(path.split(":", 1)[-1]):
+    if path != "logmel" and not os.path.exists(path.split(":", 1)[-1]):
         raise ValueError(f"{path} not found; run the distillations first (see README, 'Reproduce')")
     print(f"probing {tag} ({path})", flush=True)
-    probe.main(["--model", path, "--tag", tag, "--layer", layer, "--seeds", str(cfg.probe_seeds), "--results", cfg.results])
+    probe.main(["--model", path, "--tag", tag, "--layer", layer, "--seeds", str(cfg.probe_seeds), "--results", cfg.results,
+                "--data_dir", cfg.data_dir])
     done.add(tag)
 
 

@@ -141,10 +141,12 @@ class LogMel:
         self.fb = mel_filterbank()
         self.window = torch.hann_window(tasks.WIN)
 
-    def __call__(self, wav: torch.Tensor) -> list:
+    def power(self, wav: torch.Tensor) -> torch.Tensor:
         frames = wav.unfold(-1, tasks.WIN, tasks.HOP) * self.window  # (B, T, 400)
-        power = torch.fft.rfft(frames, n=512).abs() ** 2  # (B, T, 257)
-        return [torch.log(power @ self.fb + 1e-6)]  # one "layer": (B, T, 80)
+        return (torch.fft.rfft(frames, n=512).abs() ** 2) @ self.fb  # mel power, (B, T, 80)
+
+    def __call__(self, wav: torch.Tensor) -> list:
+        return [torch.log(self.power(wav) + 1e-6)]  # one "layer": (B, T, 80)
 
 
 def load_model(spec: str, device: str):

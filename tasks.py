@@ -54,6 +54,9 @@ class Config:
     presets: int = 5  # renderings per instrument: 3 train / 1 valid / 1 test (Instrument, Pitch)
     notes_per_preset: int = 24  # pitches each preset plays, out of the 48 MIDI notes 36..83 (4 octaves)
     songs_per_style: int = 50  # Genre clips per style
+    test_scale: int = 7  # test items = this x the split's share: extra unseen speakers, singers, presets and songs,
+    # and extra clips of the seen speakers and singers (SID, SingerID), all test-only; 7 puts the standard error
+    # of the 10-task mean accuracy under half a point (merge.py prints it); train and valid do not change
     workers: int = 2  # processes used for generation
 
 
@@ -579,9 +582,34 @@ def jobs(cfg: Config) -> list:
     # preset p of instrument i plays notes_per_preset pitches, a window of a fixed shuffle of the 48 pitches that
     # starts at i * 24 + p * 7: with 24 per preset, two instruments' valid (or test) presets cover every pitch
     shuffle = np.random.default_rng([cfg.seed, SET_IDS["presets"]]).permutation(48)
-    specs["note"] = [(i, p, 36 + int(shuffle[(i * 24 + p * 7 + j) % 48])) for i in range(len(INSTRUMENTS))
-                     for p in range(cfg.presets) for j in range(cfg.notes_per_preset)]
+    note = lambda i, p, j: (i, p, 36 + int(shuffle[(i * 24 + p * 7 + j) % 48]))  # noqa: E731
+    specs["note"] = [note(i, p, j) for i in range(len(INSTRUMENTS)) for p in range(cfg.presets) for j in range(cfg.notes_per_preset)]
     specs["song"] = [(g, r) for g in range(len(GENRES)) for r in range(cfg.songs_per_style)]
+    # Test-only extras, appended after the base clips so that every base clip keeps its index (and its audio):
+    # (test_scale - 1) x each test share, as new people/presets/songs, or new clips of the seen people (SID, SingerID)
+    x = cfg.test_scale - 1
+    new_speakers = range(cfg.speakers, cfg.speakers + x * (cfg.speakers - round(0.78 * cfg.speakers)))
+    specs["ks"] += [(s, c, r) for s in new_speakers for c in range(len(KS_CLASSES)) for r in range(cfg.ks_reps)]
+    n = len(ACTIONS) * len(OBJECTS) * cfg.ic_reps  # commands per speaker, 20% of them test for SID
+    for s in list(range(cfg.speakers)) + list(new_speakers):
+        rng = np.random.default_rng([cfg.seed, SET_IDS["speakers"], s, 2])
+        if s < cfg.speakers:  # a seen speaker's extra commands (SID test): a random draw of intents, new renderings
+            items = [(a, o, cfg.ic_reps + r) for r in range(x) for a in range(len(ACTIONS)) for o in range(len(OBJECTS))]
+            items = [items[k] for k in rng.permutation(len(items))[:x * (n - round(0.8 * n))]]
+        else:
+            items = [(a, o, r) for a in range(len(ACTIONS)) for o in range(len(OBJECTS)) for r in range(cfg.ic_reps)]
+        specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(items, rng.permutation(len(items)) % len(STYLES))]
+    new_singers = range(cfg.singers, cfg.singers + x * (cfg.singers - round(0.8 * cfg.singers)))
+    m = len(TECHNIQUES) * cfg.sing_reps  # clips per singer, 20% of them test for SingerID
+    for s in range(cfg.singers):
+        items = [(tq, cfg.sing_reps + r) for r in range(x * cfg.sing_reps) for tq in range(len(TECHNIQUES))]
+        specs["sing"] += [(s, *items[k]) for k in np.random.default_rng([cfg.seed, SET_IDS["singers"], s, 2]).permutation(
+            len(items))[:x * (m - round(0.8 * m))]]
+    specs["sing"] += [(s, tq, r) for s in new_singers for tq in range(len(TECHNIQUES)) for r in range(cfg.sing_reps)]
+    specs["note"] += [note(i, p, j) for i in range(len(INSTRUMENTS)) for p in range(cfg.presets, cfg.presets + x)
+                      for j in range(cfg.notes_per_preset)]
+    specs["song"] += [(g, r) for g in range(len(GENRES)) for r in range(
+        cfg.songs_per_style, cfg.songs_per_style + x * (cfg.songs_per_style - round(0.8 * cfg.songs_per_style)))]
     return [(kind, i, spec) for kind, items in specs.items() for i, spec in enumerate(items)]
 
 
@@ -613,20 +641,20 @@ def make_clip(cfg: Config, job: tuple) -> dict:
             wav = np.pad(wav, (0, max(0, SR - len(wav))))[:SR]
         meta = dict(label=cls, speaker=s)
     elif kind == "cmd":  # "[please] ACTION [the] OBJECT" in a random style; fixed 3 s so clips batch together
-        s, a, o, _, style_i = spec
+        s, a, o, rep, style_i = spec
         style = list(STYLES)[style_i]
         words = (["please"] if rng.uniform() < 0.4 else []) + [ACTIONS[a]] + (["the"] if rng.uniform() < 0.5 else []) + [OBJECTS[o]]
         wav, labels = speak(rng, speaker(s), style, words)
         n = 3 * SR
         wav = np.concatenate([wav, 0.01 * np.std(wav) * rng.standard_normal(max(0, n - len(wav)))])[:n]
         labels = (labels + ["sil"] * n_frames(n))[:n_frames(n)]
-        meta = dict(intent=f"{ACTIONS[a]}_{OBJECTS[o]}", speaker=s, style=style, frames=" ".join(labels))
+        meta = dict(intent=f"{ACTIONS[a]}_{OBJECTS[o]}", speaker=s, style=style, rep=rep, frames=" ".join(labels))
     elif kind == "sing":
-        s, tq, _ = spec
+        s, tq, rep = spec
         spk = singer(s)
         midi = 12 * np.log2(spk["f0"] / 440) + 69 + rng.uniform(-3, 10)  # a singer's range sits above its speech
         wav = sing(rng, spk, TECHNIQUES[tq], midi, 1.5)
-        meta = dict(singer=s, technique=TECHNIQUES[tq])
+        meta = dict(singer=s, technique=TECHNIQUES[tq], rep=rep)
     elif kind == "note":
         i_inst, p, midi = spec
         pre = make_preset(np.random.default_rng([cfg.seed, SET_IDS["presets"], i_inst, p, 1]), INSTRUMENTS[i_inst])
@@ -635,9 +663,9 @@ def make_clip(cfg: Config, job: tuple) -> dict:
         wav = room(rng, np.concatenate([note, np.zeros(SR // 10)]), snr_db=(15, 35))
         meta = dict(instrument=INSTRUMENTS[i_inst], preset=p, pitch=midi)
     else:
-        g, _ = spec
+        g, rep = spec
         wav = song(rng, list(GENRES)[g], 4.0)
-        meta = dict(genre=list(GENRES)[g])
+        meta = dict(genre=list(GENRES)[g], rep=rep)
     folder = os.path.join(cfg.data_dir, kind if kind.startswith("pool") else "probe") + ".partial"
     name = f"{kind}_{index:05d}.wav"
     write_wav(os.path.join(folder, name), wav)
@@ -652,31 +680,35 @@ def task_rows(cfg: Config, clips: list) -> dict:
     for c in clips:
         by_kind.setdefault(c["kind"], []).append(c)
     rows = {t: [] for t in PROBE_TASKS}
-    spk_split = lambda s: split_of(s, cfg.speakers)  # noqa: E731
+    spk_split = lambda s: split_of(s, cfg.speakers)  # noqa: E731  (speakers past cfg.speakers: the extra test ones)
     for c in by_kind.get("ks", []):
         rows["KS"].append((c["file"], c["label"], spk_split(c["speaker"])))
     cmd = by_kind.get("cmd", [])
-    for i, c in enumerate(cmd):
-        rows["IC"].append((c["file"], c["intent"], spk_split(c["speaker"])))
-        rows["ER"].append((c["file"], c["style"], spk_split(c["speaker"])))
-        rows["PR"].append((c["file"], "", spk_split(c["speaker"]), c["frames"]))
-        # SID: the same speakers in every split, unseen clips in valid and test
-        own = [d for d in cmd if d["speaker"] == c["speaker"]]
-        order = np.random.default_rng([cfg.seed, 100 + c["speaker"]]).permutation(len(own))  # intents in every split
-        rows["SID"].append((c["file"], f"spk{c['speaker']:02d}", split_of(int(order[own.index(c)]), len(own), (0.6, 0.2))))
+    for c in cmd:
+        if c["rep"] < cfg.ic_reps:  # the base commands: unseen-speaker tasks
+            rows["IC"].append((c["file"], c["intent"], spk_split(c["speaker"])))
+            rows["ER"].append((c["file"], c["style"], spk_split(c["speaker"])))
+            rows["PR"].append((c["file"], "", spk_split(c["speaker"]), c["frames"]))
+    for s in range(cfg.speakers):  # SID: the same speakers in every split, unseen clips in valid and test
+        own = [c for c in cmd if c["speaker"] == s and c["rep"] < cfg.ic_reps]
+        order = np.random.default_rng([cfg.seed, 100 + s]).permutation(len(own))  # intents in every split
+        rows["SID"] += [(c["file"], f"spk{s:02d}", split_of(int(k), len(own), (0.6, 0.2))) for c, k in zip(own, order)]
+        rows["SID"] += [(c["file"], f"spk{s:02d}", "test") for c in cmd if c["speaker"] == s and c["rep"] >= cfg.ic_reps]
     sing = by_kind.get("sing", [])
+    for s in range(cfg.singers):  # SingerID: the same singers in every split, unseen clips in valid and test
+        own = [c for c in sing if c["singer"] == s and c["rep"] < cfg.sing_reps]
+        order = np.random.default_rng([cfg.seed, s]).permutation(len(own))  # mix techniques across splits
+        rows["SingerID"] += [(c["file"], f"singer{s:02d}", split_of(int(k), len(own), (0.6, 0.2))) for c, k in zip(own, order)]
+        rows["SingerID"] += [(c["file"], f"singer{s:02d}", "test") for c in sing if c["singer"] == s and c["rep"] >= cfg.sing_reps]
     for c in sing:
-        own = [d for d in sing if d["singer"] == c["singer"]]
-        order = np.random.default_rng([cfg.seed, c["singer"]]).permutation(len(own))  # mix techniques across splits
-        rows["SingerID"].append((c["file"], f"singer{c['singer']:02d}", split_of(int(order[own.index(c)]), len(own), (0.6, 0.2))))
-        rows["Technique"].append((c["file"], c["technique"], split_of(c["singer"], cfg.singers, (0.6, 0.2))))
+        if c["rep"] < cfg.sing_reps:  # unseen singers (the extra singers are test ones)
+            rows["Technique"].append((c["file"], c["technique"], split_of(c["singer"], cfg.singers, (0.6, 0.2))))
     for c in by_kind.get("note", []):
         split = "train" if c["preset"] < cfg.presets - 2 else ("valid" if c["preset"] == cfg.presets - 2 else "test")
         rows["Instrument"].append((c["file"], c["instrument"], split))
         rows["Pitch"].append((c["file"], str(c["pitch"]), split))
-    for g in GENRES:
-        own = [c for c in by_kind.get("song", []) if c["genre"] == g]
-        rows["Genre"] += [(c["file"], g, split_of(i, len(own), (0.6, 0.2))) for i, c in enumerate(own)]
+    for c in by_kind.get("song", []):  # unseen songs; the extra songs are test ones
+        rows["Genre"].append((c["file"], c["genre"], split_of(c["rep"], cfg.songs_per_style, (0.6, 0.2))))
     return rows
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import tasks
 import tiny_distill as td
 
-TINY = dict(dim=32, conv_channels=16, teacher_layers=3, teacher_steps=3, steps=4, batch=2, crop_s=0.5, log_every=1,
+TINY = dict(dim=32, conv_channels=16, teacher_layers=3, teacher_steps=3, front_end_steps=2, steps=4, batch=2, crop_s=0.5, log_every=1,
             ckpt_every=2, bf16="off")
 
 
@@ -85,6 +85,18 @@ def test_student_starts_from_the_speech_teachers_lower_layers(tiny_setup):
     assert theta0["fingerprint"] == td.fingerprint(theta0["encoder"])
     wav = torch.randn(1, 8000)
     assert torch.allclose(td.load_encoder(cfg.init)(wav)[2], teacher(wav)[2], atol=1e-5)
+
+
+def test_front_end_fit_learns_the_mel_spectrum(tiny_setup):
+    """Teacher stage 0: the conv extractor's read-out explains more of the mel spectrum after fitting."""
+    cfg, _ = tiny_setup
+    pool, ev = td.load_pool(cfg, "music"), {}
+    for steps in (1, 200):
+        torch.manual_seed(0)
+        enc = td.Encoder(td.EncoderConfig(conv_channels=16, dim=32, layers=1, heads=2, ffn=64, pos_kernel=8, pos_groups=2))
+        ev[steps] = td.fit_front_end(enc, pool, td.Config(**{**vars(cfg), "batch": 2, "log_every": 1000}),
+                                     torch.Generator().manual_seed(0), steps, "cpu")
+    assert ev[200] > ev[1] + 0.1, ev
 
 
 def test_tiny_student_overfits_one_batch():

@@ -129,3 +129,18 @@ def test_table_printer_on_a_small_results_file():
     assert lines["TA valid pick 0.3/0.7 (n=2)"].rstrip(" |").endswith("500.0 ± 0.0")
     assert lines["speech teacher (weighted) (n=1)"].rstrip(" |").endswith("1000.0")
     assert "0.0158 (logmel)" in table  # sqrt(10 * 0.25 / 100) / 10
+
+
+def test_a_fresh_sweep_probes_logmel_first(tiny_data, tmp_path):
+    """probe_once takes 'logmel' (no file) like a checkpoint path and skips tags already in the results."""
+    results = str(tmp_path / "results.jsonl")
+    cfg = merge.Config(results=results, probe_seeds=1, data_dir=tiny_data.data_dir)
+    done = set()
+    merge.probe_once("logmel", "logmel", "last", cfg, done)  # used to fail: "logmel not found"
+    import probe
+    rows = probe.read_results(results)
+    assert {r["model"] for r in rows} == {"logmel"} and done == {"logmel"}
+    merge.probe_once("logmel", "logmel", "last", cfg, done)  # already done: nothing appended
+    assert len(probe.read_results(results)) == len(rows)
+    with pytest.raises(ValueError, match="not found"):
+        merge.probe_once(str(tmp_path / "missing.pt"), "x", "last", cfg, set())

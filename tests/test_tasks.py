@@ -61,7 +61,19 @@ def test_every_class_is_in_every_split_and_splits_follow_the_protocol(tiny_data)
     with open(os.path.join(tiny_data.data_dir, "probe", "IC.csv")) as f:
         ic = list(csv.DictReader(f))
     train_spk = {speaker_of[r["path"]] for r in ic if r["split"] == "train"}
-    assert not train_spk & {speaker_of[r["path"]] for r in ic if r["split"] == "test"}
+    assert not train_spk & {speaker_of.get(r["path"]) for r in ic if r["split"] == "test"}  # extra speakers: not in SID
+
+
+def test_test_scale_adds_test_only_clips_and_keeps_every_base_clip(tiny_data):
+    """The extras are appended: each base clip keeps its index (so its audio); train and valid do not change;
+    every test set is test_scale times its base share (= test_scale x valid at the tiny size)."""
+    base = tasks.jobs(tasks.Config(**{**tiny_data.__dict__, "test_scale": 1}))
+    scaled = {(k, i): spec for k, i, spec in tasks.jobs(tiny_data)}
+    assert len(scaled) > len(base) and all(scaled[(k, i)] == spec for k, i, spec in base)
+    for task in tasks.PROBE_TASKS:
+        with open(os.path.join(tiny_data.data_dir, "probe", f"{task}.csv")) as f:
+            splits = [r["split"] for r in csv.DictReader(f)]
+        assert splits.count("test") == tiny_data.test_scale * splits.count("valid"), task
 
 
 def test_probe_sets_never_overlap_the_pools(tiny_data):
