@@ -351,7 +351,8 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
         sp = np.array([[np.mean([x["speech avg"] for x in v]), np.std([x["speech avg"] for x in v])] for v in stats.values()])
         mu = np.array([[np.mean([x["music avg"] for x in v]), np.std([x["music avg"] for x in v])] for v in stats.values()])
         ax.errorbar(sp[:, 0], mu[:, 0], xerr=sp[:, 1], yerr=mu[:, 1], marker="o", ms=3, label="task arithmetic (lam_speech 0..1)")
-        for label, name in (("ensemble", "ensemble"), ("ensemble 2x", "ensemble_2x"), ("theta0", None)):
+        for label, name in (("speech student", "student_speech"), ("music student", "student_music"),
+                            ("ensemble", "ensemble"), ("ensemble 2x", "ensemble_2x"), ("theta0", None)):
             pts = [summary(rows, tag_of(name, cfg, s) if name else "theta0") for s in seeds]
             pts = [x for x in pts if x]
             if pts:
