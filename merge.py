@@ -305,7 +305,9 @@ def headline_table(rows: list, cfg: Config) -> str:
     seeds = [int(s) for s in cfg.seeds.split(",")]
     cols = list(tasks.PROBE_TASKS) + ["speech avg", "music avg", "mean acc", "score"]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    ses = []
     for label, tags in table_rows(rows, cfg, seeds):
+        ses += [test_se(rows, t) for t in tags if summary(rows, t)]
         per_seed = [summary(rows, t) for t in tags]
         per_seed = [x for x in per_seed if x]
         if not per_seed:
@@ -317,7 +319,8 @@ def headline_table(rows: list, cfg: Config) -> str:
             cells.append(fmt.format(v.mean()) + (f" ± {fmt.format(v.std())}" if len(v) > 1 else ""))
         lines.append(f"| {label} (n={len(per_seed)}) | " + " | ".join(cells) + " |")
     lines.append(f"\nStandard error of one model's mean test accuracy from the test-set sizes alone: "
-                 f"{test_se(rows, 'logmel'):.4f} (logmel); the seed std above comes on top of it.")
+                 f"{test_se(rows, 'logmel'):.4f} (logmel), at most {max(ses, default=float('nan')):.4f} over the rows "
+                 f"above; the seed std comes on top of it.")
     return "\n".join(lines)
 
 
