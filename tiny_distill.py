@@ -18,6 +18,7 @@ Usage:  python tiny_distill.py --domain music          # data, teachers and thet
         python tiny_distill.py --domain speech --seed 1
         python tiny_distill.py --domain both           # ensemble distillation
         python tiny_distill.py --pretrain speech       # rebuild a teacher
+        python tiny_distill.py --pretrain speech --front_end_steps 800 --teacher_speech /tmp/s.pt   # fitted front end
         python tiny_distill.py --domain music --cache_targets       # teacher targets cached on disk, reused
         python tiny_distill.py --bench                 # step times, FLOP/s, ratio to transformers' HubertModel
         torchrun --nproc_per_node 2 tiny_distill.py --domain music  # DDP
