@@ -307,11 +307,11 @@ def headline_table(rows: list, cfg: Config) -> str:
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     ses = []
     for label, tags in table_rows(rows, cfg, seeds):
-        ses += [test_se(rows, t) for t in tags if summary(rows, t)]
-        per_seed = [summary(rows, t) for t in tags]
-        per_seed = [x for x in per_seed if x]
-        if not per_seed:
+        found = [(t, x) for t, x in ((t, summary(rows, t)) for t in tags) if x]
+        if not found:
             continue
+        ses += [test_se(rows, t) for t, _ in found]
+        per_seed = [x for _, x in found]
         cells = []
         for c in cols:
             v = np.array([x[c] for x in per_seed])

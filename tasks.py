@@ -567,6 +567,11 @@ def split_of(i: int, n: int, parts=(0.56, 0.22)) -> str:
     return "train" if i < round(parts[0] * n) else ("valid" if i < round((parts[0] + parts[1]) * n) else "test")
 
 
+def n_test(n: int, parts=(0.56, 0.22)) -> int:
+    """How many of n items split_of puts in test."""
+    return n - round((parts[0] + parts[1]) * n)
+
+
 def jobs(cfg: Config) -> list:
     """Every clip to make, as (set, index, spec); index counts within its set and names the file."""
     specs = {"pool_speech": [None] * int(np.ceil(cfg.pool_minutes * 60 / cfg.pool_clip_s))}
@@ -588,28 +593,28 @@ def jobs(cfg: Config) -> list:
     # Test-only extras, appended after the base clips so that every base clip keeps its index (and its audio):
     # (test_scale - 1) x each test share, as new people/presets/songs, or new clips of the seen people (SID, SingerID)
     x = cfg.test_scale - 1
-    new_speakers = range(cfg.speakers, cfg.speakers + x * (cfg.speakers - round(0.78 * cfg.speakers)))
+    new_speakers = range(cfg.speakers, cfg.speakers + x * n_test(cfg.speakers))
     specs["ks"] += [(s, c, r) for s in new_speakers for c in range(len(KS_CLASSES)) for r in range(cfg.ks_reps)]
     n = len(ACTIONS) * len(OBJECTS) * cfg.ic_reps  # commands per speaker, 20% of them test for SID
     for s in list(range(cfg.speakers)) + list(new_speakers):
         rng = np.random.default_rng([cfg.seed, SET_IDS["speakers"], s, 2])
         if s < cfg.speakers:  # a seen speaker's extra commands (SID test): a random draw of intents, new renderings
             items = [(a, o, cfg.ic_reps + r) for r in range(x) for a in range(len(ACTIONS)) for o in range(len(OBJECTS))]
-            items = [items[k] for k in rng.permutation(len(items))[:x * (n - round(0.8 * n))]]
+            items = [items[k] for k in rng.permutation(len(items))[:x * n_test(n, (0.6, 0.2))]]
         else:
             items = [(a, o, r) for a in range(len(ACTIONS)) for o in range(len(OBJECTS)) for r in range(cfg.ic_reps)]
         specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(items, rng.permutation(len(items)) % len(STYLES))]
-    new_singers = range(cfg.singers, cfg.singers + x * (cfg.singers - round(0.8 * cfg.singers)))
+    new_singers = range(cfg.singers, cfg.singers + x * n_test(cfg.singers, (0.6, 0.2)))
     m = len(TECHNIQUES) * cfg.sing_reps  # clips per singer, 20% of them test for SingerID
     for s in range(cfg.singers):
         items = [(tq, cfg.sing_reps + r) for r in range(x * cfg.sing_reps) for tq in range(len(TECHNIQUES))]
         specs["sing"] += [(s, *items[k]) for k in np.random.default_rng([cfg.seed, SET_IDS["singers"], s, 2]).permutation(
-            len(items))[:x * (m - round(0.8 * m))]]
+            len(items))[:x * n_test(m, (0.6, 0.2))]]
     specs["sing"] += [(s, tq, r) for s in new_singers for tq in range(len(TECHNIQUES)) for r in range(cfg.sing_reps)]
     specs["note"] += [note(i, p, j) for i in range(len(INSTRUMENTS)) for p in range(cfg.presets, cfg.presets + x)
                       for j in range(cfg.notes_per_preset)]
     specs["song"] += [(g, r) for g in range(len(GENRES)) for r in range(
-        cfg.songs_per_style, cfg.songs_per_style + x * (cfg.songs_per_style - round(0.8 * cfg.songs_per_style)))]
+        cfg.songs_per_style, cfg.songs_per_style + x * n_test(cfg.songs_per_style, (0.6, 0.2)))]
     return [(kind, i, spec) for kind, items in specs.items() for i, spec in enumerate(items)]
 
 

@@ -638,7 +638,8 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
     mel = lambda wav: logmel.power(wav) ** (1 / 3)  # noqa: E731  cube-root loudness (PLP's compression), (B, T, 80)
     readout = nn.Linear(enc.cfg.conv_channels, logmel.fb.shape[1]).to(device)
     params = list(enc.conv.parameters()) + list(readout.parameters())
-    opt = torch.optim.AdamW(params, lr=3e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
+    peak_lr = 3e-3
+    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
     crop_n = int(cfg.crop_s * tasks.SR)
     with torch.no_grad():  # global (not per-clip) standardisation keeps each clip's spectral envelope in the target
         ref = mel(sample_crops(pool, 32, crop_n, g)).flatten(0, 1)
@@ -649,7 +650,7 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
         with torch.no_grad():
             target = ((mel(wav) - mean) / std).to(device)  # (B, T, 80)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 3e-3, 0.05)
+            group["lr"] = lr_at(step, steps, peak_lr, 0.05)
         err = ((readout(enc.conv(wav.to(device))) - target) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         err.backward()
@@ -657,7 +658,7 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
         opt.step()
         if step % cfg.log_every == 0 or step == steps:
             el = time.time() - t0
-            print(f"front end step {step}/{steps} log-mel explained variance {1 - err.item():.3f} "
+            print(f"front end step {step}/{steps} mel explained variance {1 - err.item():.3f} "
                   f"{el / step * 1000:.0f} ms/step ETA {el / step * (steps - step) / 60:.1f} min", flush=True)
     return 1 - err.item()
 
