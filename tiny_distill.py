@@ -18,7 +18,7 @@ Usage:  python tiny_distill.py --domain music          # data, teachers and thet
         python tiny_distill.py --domain speech --seed 1
         python tiny_distill.py --domain both           # ensemble distillation
         python tiny_distill.py --pretrain speech       # rebuild a teacher
-        python tiny_distill.py --pretrain speech --front_end_steps 800 --teacher_speech /tmp/s.pt   # fitted front end
+        python tiny_distill.py --pretrain music --front_end_steps 0 --teacher_music /tmp/m.pt   # random frozen front end
         python tiny_distill.py --domain music --cache_targets       # teacher targets cached on disk, reused
         python tiny_distill.py --bench                 # step times, FLOP/s, ratio to transformers' HubertModel
         torchrun --nproc_per_node 2 tiny_distill.py --domain music  # DDP
@@ -71,7 +71,7 @@ class Config:
     init_only: bool = False  # write theta0 and stop
     pretrain: str = ""  # speech | music: (re)train that teacher and stop
     teacher_steps: int = 2000  # teacher pretraining steps, split evenly over the speech teacher's iterations
-    front_end_steps: int = 0  # teacher stage 0: steps fitting the conv extractor to mel spectra (0: random, frozen)
+    front_end_steps: int = 800  # teacher stage 0: steps fitting the conv extractor to spectra (0: random, frozen)
     speech_iterations: int = 1  # HuBERT-style unit iterations for the speech teacher (2: then units of layer 3)
     recon_weight: float = 1.0  # music teacher: weight of the semitone-spectrum reconstruction (MERT's CQT loss)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
@@ -626,29 +626,36 @@ def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span
     return F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, 1)[:, 0] > 0
 
 
-def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Generator, steps: int, device: str) -> float:
-    """Optional stage 0 of a teacher (--front_end_steps): train the conv extractor and a linear read-out to regress
-    each frame's mel spectrum (probe.LogMel's 400 samples, cube-root compressed as in PLP; standardised over the
-    pool, not per clip, so the clip's spectral envelope stays in the target), before it is frozen.
+def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Generator, steps: int, device: str,
+                  domain: str = "speech") -> float:
+    """Stage 0 of a teacher (--front_end_steps): train the conv extractor and a linear read-out to regress each
+    frame's spectrum, then freeze it. The target is the domain's own spectrum: speech, the mel spectrum of
+    probe.LogMel's 400-sample window (SUPERB's FBANK); music, the 1/3-semitone CQT-like spectrum of a 128 ms window
+    (MERT's CQT target), whose fine low-frequency resolution asks the conv stack to find each note's period.
+    Cube-root compressed (PLP's loudness law) and standardised over the pool, not per clip, so the clip's spectral
+    envelope stays in the target.
     DEVIATION (PILOTS.md): HuBERT trains its front end end to end; at our scale one trained on units collapsed, and
     a frozen random one keeps little of what log-mel keeps. A regression target cannot be met by discarding the
     spectrum. Returns the explained variance on the last batch. Measured effect: README, "Teachers"."""
-    import probe  # the log-mel baseline is the target
+    import probe  # the log-mel baseline is the speech target
     logmel = probe.LogMel()
-    mel = lambda wav: logmel.power(wav) ** (1 / 3)  # noqa: E731  cube-root loudness (PLP's compression), (B, T, 80)
-    readout = nn.Linear(enc.cfg.conv_channels, logmel.fb.shape[1]).to(device)
+    if domain == "music":
+        spectrum = lambda wav: semitone_spectrum(wav).exp() ** (1 / 3)  # noqa: E731  (B, T, 216)
+    else:
+        spectrum = lambda wav: logmel.power(wav) ** (1 / 3)  # noqa: E731  (B, T, 80)
+    crop_n = int(cfg.crop_s * tasks.SR)
+    with torch.no_grad():  # global (not per-clip) standardisation keeps each clip's spectral envelope in the target
+        ref = spectrum(sample_crops(pool, 32, crop_n, g)).flatten(0, 1)
+        mean, std = ref.mean(0), ref.std(0) + 1e-5
+    readout = nn.Linear(enc.cfg.conv_channels, len(mean)).to(device)
     params = list(enc.conv.parameters()) + list(readout.parameters())
     peak_lr = 3e-3
     opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
-    crop_n = int(cfg.crop_s * tasks.SR)
-    with torch.no_grad():  # global (not per-clip) standardisation keeps each clip's spectral envelope in the target
-        ref = mel(sample_crops(pool, 32, crop_n, g)).flatten(0, 1)
-        mean, std = ref.mean(0), ref.std(0) + 1e-5
     t0 = time.time()
     for step in range(1, steps + 1):
         wav = sample_crops(pool, cfg.batch * 2, crop_n, g)  # (B, n)
         with torch.no_grad():
-            target = ((mel(wav) - mean) / std).to(device)  # (B, T, 80)
+            target = ((spectrum(wav) - mean) / std).to(device)  # (B, T, 80 or 216)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, peak_lr, 0.05)
         err = ((readout(enc.conv(wav.to(device))) - target) ** 2).mean()
@@ -658,7 +665,7 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
         opt.step()
         if step % cfg.log_every == 0 or step == steps:
             el = time.time() - t0
-            print(f"front end step {step}/{steps} mel explained variance {1 - err.item():.3f} "
+            print(f"front end step {step}/{steps} {domain} spectrum explained variance {1 - err.item():.3f} "
                   f"{el / step * 1000:.0f} ms/step ETA {el / step * (steps - step) / 60:.1f} min", flush=True)
     return 1 - err.item()
 
@@ -687,8 +694,9 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     enc_cfg = teacher_config(cfg)
     enc = Encoder(enc_cfg).to(device)
     if cfg.front_end_steps:
-        print(f"teacher {domain} stage 0: fitting the conv extractor to mel spectra ({cfg.front_end_steps} steps)", flush=True)
-        fit_front_end(enc, pool, cfg, g, cfg.front_end_steps, device)
+        target = "CQT-like semitone" if domain == "music" else "mel"
+        print(f"teacher {domain} stage 0: fitting the conv extractor to {target} spectra ({cfg.front_end_steps} steps)", flush=True)
+        fit_front_end(enc, pool, cfg, g, cfg.front_end_steps, device, domain)
     enc.conv.requires_grad_(False)  # frozen from here on (PILOTS.md: trained on units, it collapsed)
     recon_head = None
     iterations = cfg.speech_iterations if domain == "speech" else 1  # MERT-v0 has one set of acoustic units
