@@ -70,7 +70,8 @@ class Config:
     init: str = "out/theta0.pt"  # theta0, the shared student init (made from the speech teacher if missing)
     init_only: bool = False  # write theta0 and stop
     pretrain: str = ""  # speech | music: (re)train that teacher and stop
-    teacher_steps: int = 2000  # teacher pretraining steps, split evenly over the speech teacher's iterations
+    teacher_steps: int = 2000  # speech teacher pretraining steps, split evenly over its iterations
+    music_teacher_steps: int = 1000  # music teacher pretraining steps (fewer: its wider front end costs 2x a step)
     front_end_steps: int = 800  # teacher stage 0: steps fitting the conv extractor to spectra (0: random, frozen)
     speech_iterations: int = 1  # HuBERT-style unit iterations for the speech teacher (2: then units of layer 3)
     recon_weight: float = 1.0  # music teacher: weight of the semitone-spectrum reconstruction (MERT's CQT loss)
@@ -78,7 +79,8 @@ class Config:
     teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in PILOTS.md)
     teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 in the paper's targets)
     dim: int = 192  # teacher and student width D
-    conv_channels: int = 64  # conv extractor channels C
+    conv_channels: int = 64  # conv extractor channels C (speech teacher, theta0 and students)
+    music_conv_channels: int = 128  # the music teacher's C: its front end never enters theta0; pitch needs width (README)
     resume: bool = False  # continue from out_dir/checkpoint.pt
     bf16: str = "auto"  # bfloat16 autocast: auto (CUDA, or a CPU with AMX) | on | off
     threads: int = 0  # torch threads (0 = torch's default)
@@ -670,11 +672,13 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
     return 1 - err.item()
 
 
-def teacher_config(cfg: Config) -> EncoderConfig:
+def teacher_config(cfg: Config, domain: str = "speech") -> EncoderConfig:
     if cfg.preset == "paper":
         return EncoderConfig()  # HuBERT Base's sizes (12 x 768, 12 heads, positional kernel 128 in 16 groups)
-    # DEVIATION: tiny teachers (6 layers x 192) stand in for HuBERT Base and MERT-v0-public (12 x 768), same blocks
-    return EncoderConfig(conv_channels=cfg.conv_channels, dim=cfg.dim, layers=cfg.teacher_layers, heads=max(1, cfg.dim // 48),
+    # DEVIATION: tiny teachers (6 layers x 192) stand in for HuBERT Base and MERT-v0-public (12 x 768), same blocks;
+    # the music teacher's conv stack is wider (at C=64, fewer channels than its 216 semitone bins, pitch suffered)
+    C = cfg.music_conv_channels if domain == "music" and cfg.music_conv_channels else cfg.conv_channels
+    return EncoderConfig(conv_channels=C, dim=cfg.dim, layers=cfg.teacher_layers, heads=max(1, cfg.dim // 48),
                          ffn=4 * cfg.dim, pos_kernel=64, pos_groups=cfg.dim // 16, feature_layernorm=True)
 
 
@@ -691,8 +695,9 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     pool = load_pool(cfg, domain)
     crop_n = int(cfg.crop_s * tasks.SR)
     n_units = 100
-    enc_cfg = teacher_config(cfg)
+    enc_cfg = teacher_config(cfg, domain)
     enc = Encoder(enc_cfg).to(device)
+    t_start = time.time()  # the whole build, stage 0 included, goes into the checkpoint's "seconds"
     if cfg.front_end_steps:
         target = "CQT-like semitone" if domain == "music" else "mel"
         print(f"teacher {domain} stage 0: fitting the conv extractor to {target} spectra ({cfg.front_end_steps} steps)", flush=True)
@@ -700,7 +705,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     enc.conv.requires_grad_(False)  # frozen from here on (PILOTS.md: trained on units, it collapsed)
     recon_head = None
     iterations = cfg.speech_iterations if domain == "speech" else 1  # MERT-v0 has one set of acoustic units
-    steps = cfg.teacher_steps // iterations
+    steps = (cfg.teacher_steps if domain == "speech" else cfg.music_teacher_steps) // iterations
     peak_lr = cfg.teacher_lr_speech if domain == "speech" else cfg.teacher_lr_music
     print(f"teacher {domain}: {count_parameters(enc) / 1e6:.2f}M parameters, {iterations} x {steps} steps of "
           f"{cfg.batch * 2} x {cfg.crop_s} s", flush=True)
@@ -755,8 +760,8 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     # stored in float16 (half the size; teachers are frozen, and float32 is restored on load)
     state = {k: v.cpu().half() if v.is_floating_point() else v.cpu() for k, v in enc.state_dict().items()}
     save_checkpoint(path, encoder=state, encoder_config=asdict(enc_cfg), domain=domain, steps=iterations * steps,
-                    seconds=round(time.time() - t0, 1), fingerprint=fingerprint(state), config=asdict(cfg))
-    print(f"teacher {domain}: wrote {path} (fingerprint {fingerprint(state)}, {time.time() - t0:.0f} s)", flush=True)
+                    seconds=round(time.time() - t_start, 1), fingerprint=fingerprint(state), config=asdict(cfg))
+    print(f"teacher {domain}: wrote {path} (fingerprint {fingerprint(state)}, {time.time() - t_start:.0f} s)", flush=True)
 
 
 def get_teacher(cfg: Config, domain: str, device: str) -> Encoder:

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import tasks
 import tiny_distill as td
 
-TINY = dict(dim=32, conv_channels=16, teacher_layers=3, teacher_steps=3, front_end_steps=2, steps=4, batch=2, crop_s=0.5, log_every=1,
-            ckpt_every=2, bf16="off")
+TINY = dict(dim=32, conv_channels=16, music_conv_channels=24, teacher_layers=3, teacher_steps=3, music_teacher_steps=3,
+            front_end_steps=2, steps=4, batch=2, crop_s=0.5, log_every=1, ckpt_every=2, bf16="off")
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +160,9 @@ def test_ensemble_has_two_head_sets_and_uses_both_teachers(tiny_setup, tmp_path)
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert {k.split(".")[0] for k in ck["heads"]} == {"speech", "music"}
     assert set(res["heads"]) == {"speech", "music"} and ck["data"] == "mix"
+    # the music teacher has its own, wider conv stack; the student keeps the speech teacher's (theta0)
+    assert td.load_encoder(cfg.teacher_music).cfg.conv_channels == 24
+    assert td.load_encoder(res["student"]).cfg.conv_channels == 16
 
 
 def test_bad_input_gets_a_clear_error(tiny_setup, tmp_path):
