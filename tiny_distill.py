@@ -80,7 +80,7 @@ class Config:
     teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 in the paper's targets)
     dim: int = 192  # teacher and student width D
     conv_channels: int = 64  # conv extractor channels C (speech teacher, theta0 and students)
-    music_conv_channels: int = 128  # the music teacher's C: its front end never enters theta0; pitch needs width (README)
+    music_conv_channels: int = 128  # the music teacher's C (never in theta0): pitch needs width (README)
     resume: bool = False  # continue from out_dir/checkpoint.pt
     bf16: str = "auto"  # bfloat16 autocast: auto (CUDA, or a CPU with AMX) | on | off
     threads: int = 0  # torch threads (0 = torch's default)
@@ -632,8 +632,9 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
                   domain: str = "speech") -> float:
     """Stage 0 of a teacher (--front_end_steps): train the conv extractor and a linear read-out to regress each
     frame's spectrum, then freeze it. The target is the domain's own spectrum: speech, the mel spectrum of
-    probe.LogMel's 400-sample window (SUPERB's FBANK); music, the 1/3-semitone CQT-like spectrum of a 128 ms window
-    (MERT's CQT target), whose fine low-frequency resolution asks the conv stack to find each note's period.
+    probe.LogMel's 400-sample window (SUPERB's FBANK); music, that mel spectrum (timbre, the whole band) next to the
+    1/3-semitone CQT-like spectrum of a 128 ms window (MERT's CQT target, 41 Hz - 2.6 kHz), whose fine low-frequency
+    resolution asks the conv stack to find each note's period (README, Teachers: either alone lost one of the two).
     Cube-root compressed (PLP's loudness law) and standardised over the pool, not per clip, so the clip's spectral
     envelope stays in the target.
     DEVIATION (PILOTS.md): HuBERT trains its front end end to end; at our scale one trained on units collapsed, and
@@ -641,10 +642,11 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
     spectrum. Returns the explained variance on the last batch. Measured effect: README, "Teachers"."""
     import probe  # the log-mel baseline is the speech target
     logmel = probe.LogMel()
-    if domain == "music":
-        spectrum = lambda wav: semitone_spectrum(wav).exp() ** (1 / 3)  # noqa: E731  (B, T, 216)
-    else:
-        spectrum = lambda wav: logmel.power(wav) ** (1 / 3)  # noqa: E731  (B, T, 80)
+    def spectrum(wav):  # (B, n) -> (B, T, 80) speech, (B, T, 80 + 216) music
+        power = logmel.power(wav)
+        if domain == "music":  # the semitone bins for pitch, the mel bands for the timbre above 2.6 kHz
+            power = torch.cat([power, semitone_spectrum(wav).exp()], -1)
+        return power ** (1 / 3)
     crop_n = int(cfg.crop_s * tasks.SR)
     with torch.no_grad():  # global (not per-clip) standardisation keeps each clip's spectral envelope in the target
         ref = spectrum(sample_crops(pool, 32, crop_n, g)).flatten(0, 1)
@@ -657,7 +659,7 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
     for step in range(1, steps + 1):
         wav = sample_crops(pool, cfg.batch * 2, crop_n, g)  # (B, n)
         with torch.no_grad():
-            target = ((spectrum(wav) - mean) / std).to(device)  # (B, T, 80 or 216)
+            target = ((spectrum(wav) - mean) / std).to(device)  # (B, T, 80 or 296)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, peak_lr, 0.05)
         err = ((readout(enc.conv(wav.to(device))) - target) ** 2).mean()
@@ -699,7 +701,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     enc = Encoder(enc_cfg).to(device)
     t_start = time.time()  # the whole build, stage 0 included, goes into the checkpoint's "seconds"
     if cfg.front_end_steps:
-        target = "CQT-like semitone" if domain == "music" else "mel"
+        target = "mel + CQT-like semitone" if domain == "music" else "mel"
         print(f"teacher {domain} stage 0: fitting the conv extractor to {target} spectra ({cfg.front_end_steps} steps)", flush=True)
         fit_front_end(enc, pool, cfg, g, cfg.front_end_steps, device, domain)
     enc.conv.requires_grad_(False)  # frozen from here on (PILOTS.md: trained on units, it collapsed)
