@@ -80,7 +80,7 @@ class Config:
     teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 in the paper's targets)
     dim: int = 192  # teacher and student width D
     conv_channels: int = 64  # conv extractor channels C (speech teacher, theta0 and students)
-    music_conv_channels: int = 128  # the music teacher's C (never in theta0): pitch needs width (README)
+    music_conv_channels: int = 128  # the music teacher's C (never in theta0; 0: conv_channels); pitch needs width
     resume: bool = False  # continue from out_dir/checkpoint.pt
     bf16: str = "auto"  # bfloat16 autocast: auto (CUDA, or a CPU with AMX) | on | off
     threads: int = 0  # torch threads (0 = torch's default)
@@ -647,6 +647,8 @@ def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Gener
         if domain == "music":  # the semitone bins for pitch, the mel bands for the timbre above 2.6 kHz
             power = torch.cat([power, semitone_spectrum(wav).exp()], -1)
         return power ** (1 / 3)
+    target = "mel + CQT-like semitone" if domain == "music" else "mel"
+    print(f"teacher {domain} stage 0: fitting the conv extractor to {target} spectra ({steps} steps)", flush=True)
     crop_n = int(cfg.crop_s * tasks.SR)
     with torch.no_grad():  # global (not per-clip) standardisation keeps each clip's spectral envelope in the target
         ref = spectrum(sample_crops(pool, 32, crop_n, g)).flatten(0, 1)
@@ -701,8 +703,6 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     enc = Encoder(enc_cfg).to(device)
     t_start = time.time()  # the whole build, stage 0 included, goes into the checkpoint's "seconds"
     if cfg.front_end_steps:
-        target = "mel + CQT-like semitone" if domain == "music" else "mel"
-        print(f"teacher {domain} stage 0: fitting the conv extractor to {target} spectra ({cfg.front_end_steps} steps)", flush=True)
         fit_front_end(enc, pool, cfg, g, cfg.front_end_steps, device, domain)
     enc.conv.requires_grad_(False)  # frozen from here on (PILOTS.md: trained on units, it collapsed)
     recon_head = None
