@@ -2,7 +2,7 @@
 
 The pipeline of Ritter-Gutierrez et al. (Interspeech 2025), steps 1-3 and 6 of ../shared/PAPER.md Sec. 2:
   1. teachers: a speech teacher (HuBERT-like: masked prediction of k-means units of MFCCs) and a music teacher
-     (MERT-like: units of log-mel + chroma, plus reconstruction of a semitone-spaced spectrum on masked frames),
+     (MERT-like: units of MFCC + chroma, plus reconstruction of a semitone-spaced spectrum on masked frames),
      pretrained here on the synthetic pools when data/teachers/{speech,music}.pt are missing;
   2. theta0: a 2-layer student whose conv extractor, projection, positional conv and layers come from the SPEECH
      teacher's lower layers, written once to out/theta0.pt with a fingerprint;
@@ -595,14 +595,14 @@ def semitone_spectrum(wav: torch.Tensor, bins_per_semitone: int = 3) -> torch.Te
 
 
 def unit_features(wav: torch.Tensor, domain: str) -> torch.Tensor:
-    """Features whose k-means clusters are the teacher's targets: MFCCs (HuBERT) or log-mel + chroma (MERT-v0)."""
+    """Features whose k-means clusters are the teacher's targets: MFCCs (HuBERT), or MFCCs + chroma for music
+    (DEVIATION: MERT-v0 clusters log-mel + chroma; here log-mel units left timbre to the front end alone: README,
+    "Teachers"). (B, n) -> (B, T, 39) speech, (B, T, 39 + 12) music."""
     if domain == "speech":
         return mfcc(wav)
-    import probe
-    logmel = torch.log(frame_spectra(wav, 512) @ probe.mel_filterbank(40) + 1e-6)
     semis = semitone_spectrum(wav, 1).exp()  # (B, T, 72), one bin per semitone
-    chroma = semis.view(*semis.shape[:2], 6, 12).sum(2)
-    return torch.cat([logmel, 10 * torch.log(chroma / chroma.sum(-1, keepdim=True) + 1e-3)], -1)
+    chroma = semis.view(*semis.shape[:2], 6, 12).sum(2)  # (B, T, 12) pitch classes
+    return torch.cat([mfcc(wav), torch.log(chroma / chroma.sum(-1, keepdim=True) + 1e-3)], -1)
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, g: torch.Generator) -> torch.Tensor:
@@ -717,7 +717,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             if it == 0:
                 return unit_features(wav, domain)
             return enc(wav.to(device))[enc_cfg.layers // 2].float().cpu()
-        what = "MFCC" if domain == "speech" else "log-mel + chroma"
+        what = "MFCC" if domain == "speech" else "MFCC + chroma"
         print(f"teacher {domain} iteration {it + 1}: k-means ({n_units} units) on "
               f"{what if it == 0 else f'layer {enc_cfg.layers // 2}'} features of the {domain} pool", flush=True)
         with torch.no_grad():

@@ -87,6 +87,20 @@ def test_student_starts_from_the_speech_teachers_lower_layers(tiny_setup):
     assert torch.allclose(td.load_encoder(cfg.init)(wav)[2], teacher(wav)[2], atol=1e-5)
 
 
+@pytest.mark.parametrize("midi", [40, 57, 69, 83])
+def test_music_unit_features_are_mfccs_next_to_the_right_pitch_class(midi):
+    """The music teacher's units cluster MFCCs (timbre) next to chroma (pitch class): for a harmonic tone the
+    chroma bin of its note is the largest. Chroma bin j holds MIDI notes 28 + j + 12 k."""
+    t = torch.arange(16000) / tasks.SR
+    f0 = 440 * 2 ** ((midi - 69) / 12)
+    wav = sum(torch.sin(2 * math.pi * h * f0 * t) / h for h in range(1, 4))[None]  # (1, 16000), 3 harmonics
+    feats = td.unit_features(wav, "music")  # (1, T, 39 + 12)
+    assert feats.shape[-1] == 51 and td.unit_features(wav, "speech").shape[-1] == 39
+    assert torch.equal(feats[..., :39], td.mfcc(wav))
+    chroma = feats[0, 5:-5, 39:].mean(0)  # (12,), away from the edges
+    assert chroma.argmax().item() == (midi - 28) % 12, chroma
+
+
 @pytest.mark.parametrize("domain", ["speech", "music"])
 def test_front_end_fit_learns_the_spectrum(tiny_setup, domain):
     """Teacher stage 0: the conv extractor's read-out explains more of the domain's spectrum (mel for speech,
