@@ -28,8 +28,8 @@ import tiny_distill as td
 
 @dataclass
 class Config:
-    speech: str = ""  # speech student checkpoint (default: out/speech_<data>_s<seed>/student.pt)
-    music: str = ""  # music student checkpoint (default: out/music_<data>_s<seed>/student.pt)
+    speech: str = ""  # speech student checkpoint (default: out/speech_<data>_s<first of --seeds>/student.pt)
+    music: str = ""  # music student checkpoint (default: out/music_<data>_s<first of --seeds>/student.pt)
     init: str = "out/theta0.pt"  # theta0, the students' shared init
     lam_speech: float = 0.9  # weight of tau_speech
     lam_music: float = 0.1  # weight of tau_music
@@ -124,8 +124,9 @@ def merged_state(cfg: Config, speech_path: str, music_path: str) -> tuple:
     """Load theta0 and the two students, check the fingerprints, merge with cfg's method -> (state, theta0 ckpt)."""
     theta0 = td.load_checkpoint(cfg.init, "make it with python tiny_distill.py --init_only")
     taus = []
-    for path in (speech_path, music_path):
-        ck = td.load_checkpoint(path, "distil it with python tiny_distill.py")
+    for path, domain in ((speech_path, "speech"), (music_path, "music")):
+        ck = td.load_checkpoint(path, f"distil it with python tiny_distill.py --domain {domain} (--out_dir, --seed and "
+                                      f"--data as the path says), or pass --{domain}")
         if ck.get("theta0_fingerprint") != theta0["fingerprint"]:
             raise ValueError(f"{path} was distilled from theta0 {ck.get('theta0_fingerprint')}, but {cfg.init} is "
                              f"{theta0['fingerprint']}; merge only students of the same theta0")
@@ -202,8 +203,7 @@ def probe_once(path: str, tag: str, layer: str, cfg: Config, done: set) -> None:
     if path != "logmel" and not os.path.exists(path.split(":", 1)[-1]):
         raise ValueError(f"{path} not found; run the distillations first (see README, 'Reproduce')")
     print(f"probing {tag} ({path})", flush=True)
-    probe.main(["--model", path, "--tag", tag, "--layer", layer, "--seeds", str(cfg.probe_seeds), "--results", cfg.results,
-                "--data_dir", cfg.data_dir])
+    probe.run(probe.Config(model=path, tag=tag, layer=layer, seeds=cfg.probe_seeds, results=cfg.results, data_dir=cfg.data_dir))
     done.add(tag)
 
 
@@ -419,18 +419,24 @@ def probe_path(name: str) -> str:
 
 
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Config):
-        kind = type(f.default)
-        kw = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind)
-        p.add_argument("--" + f.name, default=f.default, **kw)
-    return Config(**vars(p.parse_args(argv)))
+    import tasks
+    cfg = Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
+    return cfg
+
+
+def check_config(cfg: Config) -> None:
+    import tasks
+    tasks.check_config(cfg, ranges=dict(keep_frac=(1e-6, 1), drop_prob=(0, 0.999), probe_seeds=(1, None)),
+                       choices=dict(method=("ta", "ties", "dare"), sweep=("", "line", "paper", "grid"), data=("", "speech")))
+    if not all(s.strip().isdigit() for s in cfg.seeds.split(",")):
+        raise ValueError(f"--seeds must be comma-separated seeds like 0,1,2, got {cfg.seeds!r}")
 
 
 def main(argv=None):
     cfg = parse_args(argv)
     print(json.dumps(asdict(cfg)), flush=True)
     try:
+        check_config(cfg)
         if cfg.table:
             import probe
             rows = probe.read_results(cfg.results)
@@ -445,12 +451,14 @@ def main(argv=None):
             import probe
             print(headline_table(probe.read_results(cfg.results), cfg))
         elif cfg.out:
-            write_merged(cfg, cfg.speech, cfg.music, cfg.out)
+            paths = student_paths(cfg, int(cfg.seeds.split(",")[0]))
+            write_merged(cfg, paths["student_speech"], paths["student_music"], cfg.out)
             print(f"wrote {cfg.out}: theta0 + {cfg.lam_speech} tau_speech + {cfg.lam_music} tau_music ({cfg.method})")
         else:
             raise ValueError("nothing to do: give --out PATH (one merge), --sweep line|grid, or --table")
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, OSError, KeyboardInterrupt) as e:
+        import tasks
+        sys.exit(tasks.one_line(e))
 
 
 if __name__ == "__main__":

@@ -347,27 +347,28 @@ def score_lines(rows: list, model: str, layer: str, cfg: Config) -> list:
 
 
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Config):
-        p.add_argument("--" + f.name, type=type(f.default), default=f.default)
-    cfg = Config(**vars(p.parse_args(argv)))
+    return Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
+
+
+def check_config(cfg: Config) -> None:
+    tasks.check_config(cfg, ranges=dict(seeds=(1, None), steps=(1, None), batch=(1, None), lr=(0, None), eval_every=(1, None),
+                                        max_seconds=(tasks.WIN / tasks.SR, None), threads=(0, None)))
     if cfg.layer not in ("last", "weighted") and not cfg.layer.lstrip("-").isdigit():
-        p.error(f"--layer must be last, weighted or an integer, got {cfg.layer!r}")
-    return cfg
+        raise ValueError(f"--layer must be last, weighted or an integer, got {cfg.layer!r}")
 
 
-def main(argv=None):
-    cfg = parse_args(argv)
+def run(cfg: Config) -> None:
+    """Extract features once, probe every task and seed, append the rows, print the table and scores."""
     tag = cfg.tag or cfg.model
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    print(json.dumps(asdict(cfg)), flush=True)
     names = task_list(cfg.task)
     if any(not n.startswith("csv:") for n in names):
         tasks.ensure_data(cfg.data_dir)  # makes the probe sets on a fresh clone
     task_defs = [load_task(n, cfg.data_dir) for n in names]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(cfg.model, device)
+    n_layers = getattr(model, "n_layers", None) or model.cfg.layers + 1
+    if cfg.layer not in ("last", "weighted") and not -n_layers <= int(cfg.layer) < n_layers:
+        raise ValueError(f"--layer {cfg.layer} out of range: {cfg.model} has layers 0..{n_layers - 1}")
     clips = {}
     for t in task_defs:
         for line, path, _, _ in t["rows"]:
@@ -397,6 +398,18 @@ def main(argv=None):
     print("\n".join(table))
     for line in score_lines(read_results(cfg.results), tag, cfg.layer, cfg):
         print(line)
+
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    print(json.dumps(asdict(cfg)), flush=True)
+    try:
+        check_config(cfg)
+        run(cfg)
+    except (ValueError, OSError, KeyboardInterrupt) as e:
+        sys.exit(tasks.one_line(e))
 
 
 if __name__ == "__main__":

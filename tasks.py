@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -54,9 +55,7 @@ class Config:
     presets: int = 5  # renderings per instrument: 3 train / 1 valid / 1 test (Instrument, Pitch)
     notes_per_preset: int = 24  # pitches each preset plays, out of the 48 MIDI notes 36..83 (4 octaves)
     songs_per_style: int = 50  # Genre clips per style
-    test_scale: int = 8  # test items = this x the split's share: extra unseen speakers, singers, presets and songs,
-    # and extra clips of the seen speakers and singers (SID, SingerID), all test-only. 8 puts the standard error of
-    # the 10-task mean accuracy at or under half a point whatever the accuracies; train and valid do not change
+    test_scale: int = 8  # test items = this x the split's share (test-only extras; train and valid do not change)
     workers: int = 2  # processes used for generation
 
 
@@ -731,6 +730,7 @@ def generate(cfg: Config) -> dict:
         if manifest["config"] == dict(version=VERSION, **{k: v for k, v in asdict(cfg).items() if k not in ("data_dir", "workers")}):
             return manifest
         print(f"{manifest_path} was made with another config; regenerating", flush=True)
+        os.remove(manifest_path)  # from here until the new manifest is written, the folder is incomplete and says so
     folders = ["pool_speech", "pool_music", "probe"]
     for d in folders:
         shutil.rmtree(os.path.join(cfg.data_dir, d + ".partial"), ignore_errors=True)
@@ -778,17 +778,79 @@ def ensure_data(data_dir: str) -> None:
         generate(Config(data_dir=data_dir))
 
 
+def config_parser(cls, doc: str) -> argparse.ArgumentParser:
+    """The command line of a script, derived from its Config dataclass (one source of truth): a --flag per field,
+    its help the field's trailing comment, its group the comment line above it; a bool becomes --name / --no-name.
+    Bad input is one line (error: ...), exit status 1."""
+    parser = _OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    comments, group = _field_comments(cls), parser
+    for f in fields(cls):
+        heading = comments.get(("heading", f.name))
+        if heading:
+            group = parser.add_argument_group(heading)
+        kind = type(f.default)
+        kw = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind, metavar=kind.__name__.upper())
+        group.add_argument("--" + f.name, default=f.default, help=comments.get(f.name, "") + " (default: %(default)s)", **kw)
+    return parser
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.exit(f"error: {message}; see --help")
+
+
+def _field_comments(cls) -> dict:
+    """name -> the trailing comment of its line; ("heading", name) -> a comment line standing above that field."""
+    import inspect
+    out, heading = {}, None
+    for line in inspect.getsource(cls).splitlines():
+        field = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
+        if field:
+            out[field.group(1)] = field.group(2)
+            if heading:
+                out[("heading", field.group(1))], heading = heading, None
+        elif re.match(r"\s+# ", line):
+            heading = line.strip()[2:]
+    return out
+
+
+def check_config(cfg, ranges: dict = (), choices: dict = ()) -> None:
+    """Refuse options out of range before any work: ranges name -> (low, high), None = unbounded, both inclusive;
+    choices name -> allowed values. One line naming the flag and what it may be."""
+    for name, (low, high) in dict(ranges).items():
+        value = getattr(cfg, name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            want = f">= {low}" if high is None else (f"<= {high}" if low is None else f"in [{low}, {high}]")
+            raise ValueError(f"--{name} must be {want}, got {value}")
+    for name, allowed in dict(choices).items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"--{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(cfg, name)!r}")
+
+
+def one_line(e: BaseException) -> str:
+    """The error line every script exits with: what went wrong, never a traceback."""
+    if isinstance(e, OSError) and e.filename:
+        return f"error: cannot use {e.filename}: {e.strerror or e}"
+    if isinstance(e, KeyboardInterrupt):
+        return "error: interrupted (checkpoints and finished files are kept; rerun to continue)"
+    return f"error: {e}"
+
+
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Config):
-        p.add_argument("--" + f.name, type=type(f.default), default=f.default)
-    return Config(**vars(p.parse_args(argv)))
+    cfg = Config(**vars(config_parser(Config, __doc__).parse_args(argv)))
+    return cfg
 
 
 def main(argv=None):
     cfg = parse_args(argv)
     print(json.dumps(asdict(cfg)), flush=True)
-    manifest = generate(cfg)
+    try:
+        check_config(cfg, ranges=dict(pool_minutes=(0.01, None), pool_clip_s=(1.0, None), speakers=(5, None), ks_reps=(1, None),
+                                      ic_reps=(1, None), singers=(5, None), sing_reps=(1, None), presets=(3, None),
+                                      notes_per_preset=(1, 48), songs_per_style=(5, None), test_scale=(1, None), workers=(1, None)))
+        manifest = generate(cfg)
+    except (ValueError, OSError, KeyboardInterrupt) as e:
+        sys.exit(one_line(e))
     print("minutes of audio per set: " + ", ".join(f"{k} {v:.1f}" for k, v in manifest["minutes"].items()))
     for task, (domain, _) in PROBE_TASKS.items():
         with open(os.path.join(cfg.data_dir, "probe", f"{task}.csv")) as f:

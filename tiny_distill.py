@@ -26,6 +26,7 @@ Usage:  python tiny_distill.py --domain music          # data, teachers and thet
             --teacher_music MERT-v0-public/ --speech_dir LibriSpeech/ --init out/theta0_paper.pt   # real teachers
 """
 import argparse
+import collections
 import hashlib
 import json
 import math
@@ -34,6 +35,8 @@ import pickle
 import re
 import sys
 import time
+import types
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -331,8 +334,9 @@ HEAD_KEYS = r"(final_proj\..*|label_embs_concat|lm_head\..*|output_layer\..*)"
 
 
 class _Opaque(dict):
-    """Stands in for every non-tensor class in a foreign pickle (fairseq's argparse/omegaconf configs): it keeps
-    the pickled data and runs none of the original class's code, so neither fairseq nor omegaconf is needed."""
+    """Stands in for every global of a foreign pickle outside torch's tensor rebuilding (fairseq's argparse and
+    omegaconf configs, numpy scalars, and anything a crafted file names): it keeps the pickled data and runs none of
+    the original's code, so neither fairseq nor omegaconf is needed and nothing in the file can run."""
 
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -348,15 +352,42 @@ class _Opaque(dict):
         self.setdefault("items", []).extend(xs)
 
 
-class _TolerantUnpickler(pickle.Unpickler):
+# The exact (module, name) pairs torch's own tensor rebuilding needs: no prefixes, no dotted names, nothing else
+# callable. (torch resolves storage types itself, before asking the unpickler.)
+TORCH_REBUILD = {("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+                 ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+                 ("collections", "OrderedDict"): collections.OrderedDict}
+
+
+class _InertUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler with two changes that make a file unable to run code: every global outside
+    TORCH_REBUILD is _Opaque (so REDUCE and NEWOBJ can only call those functions or build inert data), and BUILD
+    (setstate) is allowed on _Opaque objects and on a state dict's OrderedDict alone. last_inert lists the globals
+    replaced in the latest read, for the error message."""
+    last_inert: list = []
+
     def find_class(self, module, name):
-        if module.split(".")[0] in ("torch", "numpy", "collections", "_codecs") or (module, name) == ("copyreg", "_reconstructor"):
-            return super().find_class(module, name)
+        if (module, name) in TORCH_REBUILD:
+            return TORCH_REBUILD[(module, name)]
+        _InertUnpickler.last_inert.append(f"{module}.{name}")
         return _Opaque
+
+    def load_build(self):
+        state, inst = self.stack.pop(), self.stack[-1]
+        if type(inst) is _Opaque:
+            inst.__setstate__(state)
+        elif type(inst) is collections.OrderedDict and type(state) is dict:  # a state dict's _metadata
+            inst.__dict__.update({k: v for k, v in state.items() if type(k) is str})
+        else:
+            raise pickle.UnpicklingError(f"refused to set the state of a {type(inst).__name__}")
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 def read_file(path: str):
-    """A checkpoint file or a transformers folder -> (what it holds, config.json dict or {}), read once."""
+    """A checkpoint file or a transformers folder -> (what it holds, config.json dict or {}), read once.
+    Nothing in the file is executed: torch's weights_only reader first; fairseq and s3prl files, which pickle config
+    objects next to the weights, through _InertUnpickler."""
     meta = {}
     if os.path.isdir(path):  # a transformers folder: config.json + model.safetensors or pytorch_model.bin
         if os.path.isfile(os.path.join(path, "config.json")):
@@ -375,15 +406,20 @@ def read_file(path: str):
             raise ValueError(f"{path} is a .safetensors file: pip install safetensors, or use pytorch_model.bin") from None
         return load_file(path), meta
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), meta
-    except Exception:  # fairseq and s3prl pickle their configs next to the weights; keep the tensors only
-        import types
-        tolerant = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=lambda f, **kw: _TolerantUnpickler(f, **kw).load(),
-                                         __name__="pickle")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=tolerant), meta
-        except Exception as e:
-            raise ValueError(f"{path} is unreadable as a torch checkpoint ({type(e).__name__}: {e})") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols it was not written for; we try again below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True), meta
+    except Exception:
+        pass
+    inert = types.SimpleNamespace(Unpickler=_InertUnpickler, load=lambda f, **kw: _InertUnpickler(f, **kw).load(),
+                                  __name__="pickle")
+    _InertUnpickler.last_inert = []
+    try:  # weights_only=False is safe only because every global goes through _InertUnpickler.find_class
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=inert), meta
+    except Exception as e:
+        named = sorted(set(_InertUnpickler.last_inert))
+        extra = f"; its pickle names {', '.join(named[:4])}, read as inert data" if named else ""
+        raise ValueError(f"{path} is unreadable as a torch checkpoint ({type(e).__name__}: {e}){extra}") from None
 
 
 def convert_state(theirs: dict, what: str):
@@ -767,8 +803,13 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
 
 
 def get_teacher(cfg: Config, domain: str, device: str) -> Encoder:
+    """The frozen teacher at --teacher_<domain>. Pretrained there (about 15 minutes) only when the default path is
+    missing: a path typed on the command line that does not exist is a typo until shown otherwise."""
     path = cfg.teacher_speech if domain == "speech" else cfg.teacher_music
     if not os.path.exists(path):
+        if path != getattr(Config, f"teacher_{domain}"):
+            raise ValueError(f"--teacher_{domain} {path}: no such file or folder; check the path, or make a teacher "
+                             f"there with python tiny_distill.py --pretrain {domain} --teacher_{domain} {path}")
         print(f"no {domain} teacher at {path}: pretraining one (python tiny_distill.py --pretrain {domain})", flush=True)
         pretrain_teacher(cfg, domain, path)
     return load_encoder(path, device)
@@ -906,6 +947,24 @@ class Distiller(nn.Module):
         return {d: h(top) for d, h in self.heads.items()}  # each (B, K, T, Dt)
 
 
+def open_log(path: str, start_step: int):
+    """log.jsonl for appending, cut back to the lines of steps <= start_step: after a crash and --resume, the steps
+    logged since the last checkpoint are run again, so their old lines go."""
+    kept = []
+    if start_step and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["step"] <= start_step:
+                        kept.append(line)
+                except ValueError:  # a line cut short by the crash
+                    pass
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+    return open(path, "a")
+
+
 def train(cfg: Config) -> dict:
     """Distil the student from theta0. Returns the final metrics; writes checkpoint.pt, log.jsonl, config.json.
     Under torchrun every rank draws the same global batch and takes its own slice (so N ranks see what one process
@@ -982,7 +1041,7 @@ def train(cfg: Config) -> dict:
                         domain=cfg.domain, data=data, metrics=metrics, config=asdict(cfg))
 
     metrics, t0 = {}, time.time()
-    log = open(os.path.join(out_dir, "log.jsonl"), "a") if lead else None
+    log = open_log(os.path.join(out_dir, "log.jsonl"), start_step) if lead else None
     mine = slice(rank * cfg.batch // world, (rank + 1) * cfg.batch // world)  # this rank's part of every batch
     for step in range(start_step + 1, cfg.steps + 1):
         if bank is not None:
@@ -1160,11 +1219,7 @@ PRESETS = {"paper": dict(steps=200_000, batch=24, crop_s=15.6, lr=2e-4, warmup_f
 
 
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Config):
-        kind = type(f.default)  # a bool becomes --name / --no-name
-        kw = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind)
-        p.add_argument("--" + f.name, default=f.default, **kw)
+    p = tasks.config_parser(Config, __doc__)
     preset = p.parse_known_args(argv)[0].preset
     if preset:
         if preset not in PRESETS:
@@ -1173,17 +1228,28 @@ def parse_args(argv=None) -> Config:
     return Config(**vars(p.parse_args(argv)))
 
 
+def check_config(cfg: Config) -> None:
+    """Options out of range are refused before any work, with the valid range."""
+    tasks.check_config(cfg, ranges=dict(steps=(1, None), batch=(1, None), crop_s=(tasks.WIN / tasks.SR, None), lr=(0, None),
+                                        warmup_frac=(0, 1), conv_grad_mult=(0, None), teacher_steps=(1, None),
+                                        music_teacher_steps=(1, None), front_end_steps=(0, None), speech_iterations=(1, 3),
+                                        teacher_layers=(1, None), dim=(1, None), conv_channels=(1, None),
+                                        music_conv_channels=(0, None), threads=(0, None), log_every=(1, None),
+                                        ckpt_every=(1, None), cache_crops=(0, None)),
+                       choices=dict(domain=("speech", "music", "both"), data=("", "speech", "music", "mix"),
+                                    bf16=("auto", "on", "off"), pretrain=("", "speech", "music"), preset=("", *PRESETS)))
+
+
 def main(argv=None):
     cfg = parse_args(argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print(json.dumps(asdict(cfg)), flush=True)
     try:
+        check_config(cfg)
         if cfg.bench:
             bench(cfg)
         elif cfg.pretrain:
-            if cfg.pretrain not in ("speech", "music"):
-                raise ValueError(f"--pretrain must be 'speech' or 'music', got {cfg.pretrain!r}")
             tasks.ensure_data(cfg.data_dir)
             pretrain_teacher(cfg, cfg.pretrain, cfg.teacher_speech if cfg.pretrain == "speech" else cfg.teacher_music)
         elif cfg.init_only:
@@ -1191,8 +1257,8 @@ def main(argv=None):
             print(f"theta0 {get_theta0(cfg, device_and_amp(cfg)[0])[1]} at {cfg.init}")
         else:
             train(cfg)
-    except (ValueError, FloatingPointError) as e:
-        sys.exit(f"error: {e}")
+    except (ValueError, FloatingPointError, OSError, KeyboardInterrupt) as e:
+        sys.exit(tasks.one_line(e))
 
 
 if __name__ == "__main__":

@@ -21,3 +21,26 @@ def tiny_data(tmp_path_factory):
     cfg = tasks.Config(data_dir=str(tmp_path_factory.mktemp("data")), **TINY)
     tasks.generate(cfg)
     return cfg
+
+
+DISTILL_TINY = dict(dim=32, conv_channels=16, music_conv_channels=24, teacher_layers=3, teacher_steps=3, music_teacher_steps=3,
+                    front_end_steps=2, steps=4, batch=2, crop_s=0.5, log_every=1, ckpt_every=2, bf16="off")
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tiny_data, tmp_path_factory):
+    """Tiny speech and music teachers pretrained for 3 steps, and theta0, in a temporary folder."""
+    import tiny_distill as td
+    root = tmp_path_factory.mktemp("distill")
+    cfg = td.Config(data_dir=tiny_data.data_dir, teacher_speech=str(root / "speech.pt"),
+                    teacher_music=str(root / "music.pt"), init=str(root / "theta0.pt"), **DISTILL_TINY)
+    td.pretrain_teacher(cfg, "speech", cfg.teacher_speech)
+    td.main(["--init_only"] + [f"--{k}={v}" for k, v in vars(cfg).items() if not isinstance(v, bool)])
+    td.pretrain_teacher(cfg, "music", cfg.teacher_music)
+    return cfg, root
+
+
+def run(cfg, out, **kw):
+    """One tiny distillation into `out`, cfg's fields overridden by kw."""
+    import tiny_distill as td
+    return td.train(td.Config(**{**vars(cfg), "out_dir": str(out), **kw}))

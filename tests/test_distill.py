@@ -13,25 +13,7 @@ import torch.nn.functional as F
 
 import tasks
 import tiny_distill as td
-
-TINY = dict(dim=32, conv_channels=16, music_conv_channels=24, teacher_layers=3, teacher_steps=3, music_teacher_steps=3,
-            front_end_steps=2, steps=4, batch=2, crop_s=0.5, log_every=1, ckpt_every=2, bf16="off")
-
-
-@pytest.fixture(scope="session")
-def tiny_setup(tiny_data, tmp_path_factory):
-    """Tiny speech and music teachers pretrained for 3 steps, and theta0, in a temporary folder."""
-    root = tmp_path_factory.mktemp("distill")
-    cfg = td.Config(data_dir=tiny_data.data_dir, teacher_speech=str(root / "speech.pt"),
-                    teacher_music=str(root / "music.pt"), init=str(root / "theta0.pt"), **TINY)
-    td.main(["--init_only"] + [f"--{k}={v}" for k, v in vars(cfg).items() if not isinstance(v, bool)])
-    td.pretrain_teacher(cfg, "music", cfg.teacher_music)
-    return cfg, root
-
-
-def run(cfg, out, **kw):
-    return td.train(td.Config(**{**vars(cfg), "out_dir": str(out), **kw}))
-
+from conftest import run
 
 def test_frames_follow_the_conv_length_formula():
     """T = floor((n - 400) / 320) + 1 for every input length, from the encoder itself."""

@@ -106,6 +106,8 @@ def test_unreadable_audio_in_a_csv_names_the_row(tmp_path):
     (tmp_path / "b.wav").write_bytes(b"garbage")
     spec = write_csv(tmp_path, ["path,label,split", "a.wav,x,train", "b.wav,y,train", "a.wav,x,valid", "a.wav,x,test"])
     with pytest.raises(ValueError, match=r"task.csv:3: cannot read audio"):
+        probe.run(probe.Config(model="logmel", task=spec, results=str(tmp_path / "r.jsonl")))
+    with pytest.raises(SystemExit, match=r"^error: .*task.csv:3: cannot read audio"):  # the command line: one line
         probe.main(["--model", "logmel", "--task", spec, "--results", str(tmp_path / "r.jsonl")])
 
 
