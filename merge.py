@@ -1,33 +1,34 @@
-"""Task vectors and their merge: theta0 + lam_speech * tau_speech + lam_music * tau_music (paper Sec. 2, steps 4-5).
+"""Task vectors and their merge: theta0 + lam_speech * tau_speech + lam_music * tau_music, the paper's second half.
 
-tau = theta - theta0 over the backbone (conv extractor, projection, positional conv, layer norms, transformer layers;
-the prediction heads live outside the backbone and never enter), following Ilharco et al. (ICLR 2023). Checkpoints
+tau = theta - theta0 over the backbone (conv front end, projection, positional conv, layer norms, transformer layers;
+the prediction heads live outside the backbone and never enter), after Ilharco et al. (ICLR 2023). Checkpoints
 that do not share theta0's fingerprint, keys, shapes or dtypes are refused: there is no partial merge.
 
-Beyond plain task arithmetic (ablations, ../shared/PAPER.md Sec. 7):
+Beyond plain task arithmetic (ablations):
   --method ties   TIES-merging (Yadav et al. 2023): trim each tau to its top keep_frac magnitudes, elect a sign per
                   entry from the lam-weighted sum, keep only the agreeing entries (summed, lam-weighted)
   --method dare   DARE (Yu et al. 2024): drop a fraction drop_prob of each tau's entries, rescale the rest by 1/(1-p)
 
-Usage:  python merge.py --speech out/speech_speech_s0/student.pt --music out/music_music_s0/student.pt \
-            --lam_speech 0.9 --lam_music 0.1 --out out/merged.pt
+Usage:  python merge.py --lam_speech 0.9 --lam_music 0.1 --out out/merged.pt   # the seed-0 students by default
         python merge.py --sweep line --seeds 0,1,2      # the paper's protocol, probed, then the tables and plots
         python merge.py --table                          # the headline table from out/results.jsonl
 """
-import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+import probe
+import tasks
 import tiny_distill as td
 
 
 @dataclass
 class Config:
+    # one merge
     speech: str = ""  # speech student checkpoint (default: out/speech_<data>_s<first of --seeds>/student.pt)
     music: str = ""  # music student checkpoint (default: out/music_<data>_s<first of --seeds>/student.pt)
     init: str = "out/theta0.pt"  # theta0, the students' shared init
@@ -36,15 +37,17 @@ class Config:
     method: str = "ta"  # ta (task arithmetic) | ties | dare
     keep_frac: float = 0.2  # TIES: fraction of each tau's entries kept by magnitude
     drop_prob: float = 0.9  # DARE: fraction of each tau's entries dropped
+    seed: int = 0  # DARE's random drops
     out: str = ""  # write the merged checkpoint here (one merge)
-    sweep: str = ""  # line (lam_speech + lam_music = 1, steps of 0.1) | paper (its 5 points) | grid (0..1.2, steps of 0.3)
+    # sweeps and tables
+    sweep: str = ""  # line (lam_speech + lam_music = 1 in steps of 0.1) | paper (its 5 points) | grid (0..1.2 by 0.3)
     seeds: str = "0"  # comma-separated distillation seeds to sweep or tabulate
-    data: str = ""  # distillation data of the students to use: '' (own pools) or speech (the authors' setting)
+    data: str = ""  # distillation data of the students: '' (own pools) or speech (the authors' setting)
+    table: bool = False  # print the headline table, the cost table and the plots from --results, and stop
+    probe_seeds: int = 3  # probe seeds per merged model
+    # files
     results: str = "out/results.jsonl"  # probe results, read and appended
     data_dir: str = "data"  # the probe sets (tasks.py)
-    table: bool = False  # print the headline table from --results and stop
-    probe_seeds: int = 3  # probe seeds per merged model
-    seed: int = 0  # DARE's random drops
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -63,7 +66,7 @@ def check_compatible(theta: dict, theta0: dict, what: str) -> None:
 
 
 def task_vector(theta: dict, theta0: dict) -> dict:
-    """tau = theta - theta0 over the backbone's floating-point tensors (paper Sec. 2, step 4)."""
+    """tau = theta - theta0 over the backbone's floating-point tensors."""
     check_compatible(theta, theta0, "student")
     return {k: theta[k] - theta0[k] for k in theta0 if theta0[k].is_floating_point()}
 
@@ -132,22 +135,21 @@ def merged_state(cfg: Config, speech_path: str, music_path: str) -> tuple:
                              f"{theta0['fingerprint']}; merge only students of the same theta0")
         taus.append(task_vector(ck["encoder"], theta0["encoder"]))
     lams = [cfg.lam_speech, cfg.lam_music]
-    if cfg.method == "ta":
-        state = merge(theta0["encoder"], taus, lams)
-    elif cfg.method == "ties":
+    if cfg.method == "ties":
         state = ties_merge(theta0["encoder"], taus, lams, cfg.keep_frac)
     elif cfg.method == "dare":
         g = torch.Generator().manual_seed(cfg.seed)
         state = merge(theta0["encoder"], [dare(t, cfg.drop_prob, g) for t in taus], lams)
     else:
-        raise ValueError(f"--method must be ta, ties or dare, got {cfg.method!r}")
+        state = merge(theta0["encoder"], taus, lams)
     return state, theta0
 
 
 def write_merged(cfg: Config, speech_path: str, music_path: str, out: str) -> str:
     state, theta0 = merged_state(cfg, speech_path, music_path)
     td.save_checkpoint(out, encoder=state, encoder_config=theta0["encoder_config"],
-                       theta0_fingerprint=theta0["fingerprint"], merge=dict(asdict(cfg), speech=speech_path, music=music_path))
+                       theta0_fingerprint=theta0["fingerprint"],
+                       merge=dict(asdict(cfg), speech=speech_path, music=music_path))
     return out
 
 
@@ -159,30 +161,26 @@ REPORTED = [0.9, 0.8, 0.5, 0.2, 0.1]  # lam_speech values the paper reports (lam
 
 def sweep_points(kind: str) -> list:
     """line: lam_speech + lam_music = 1 in steps of 0.1 (the paper's protocol); paper: the 5 points the paper
-    reports; grid: both lambdas in 0, 0.3, ..., 1.2 (25 merges; a little beyond 1, where task arithmetic often peaks)."""
+    reports; grid: both lambdas in 0, 0.3, ..., 1.2 (25 merges, a little beyond 1, where task arithmetic often
+    peaks)."""
     if kind == "line":
         return [(round(float(a), 1), round(float(1 - a), 1)) for a in np.arange(0, 1.01, 0.1)]
     if kind == "paper":
         return [(a, round(1 - a, 1)) for a in REPORTED]
     if kind == "grid":
-        return [(round(float(a), 1), round(float(b), 1)) for a in np.arange(0, 1.21, 0.3) for b in np.arange(0, 1.21, 0.3)]
+        axis = np.arange(0, 1.21, 0.3)
+        return [(round(float(a), 1), round(float(b), 1)) for a in axis for b in axis]
     raise ValueError(f"--sweep must be line, paper or grid, got {kind!r}")
 
 
-def run_dir(domain: str, data: str, seed: int, steps_tag: str = "") -> str:
-    """Where tiny_distill.py's default run folder for (domain, data, seed) is."""
-    return os.path.join("out", f"{domain}{steps_tag}_{data}_s{seed}")
-
-
 def student_paths(cfg: Config, seed: int) -> dict:
-    """The students of one distillation seed: speech, music, ensemble and ensemble at twice the steps."""
-    speech_data = cfg.data or "speech"
-    music_data = cfg.data or "music"
-    both_data = cfg.data or "mix"
-    return dict(student_speech=cfg.speech or os.path.join(run_dir("speech", speech_data, seed), "student.pt"),
-                student_music=cfg.music or os.path.join(run_dir("music", music_data, seed), "student.pt"),
-                ensemble=os.path.join(run_dir("both", both_data, seed), "student.pt"),
-                ensemble_2x=os.path.join(run_dir("both", both_data, seed, "2x"), "student.pt"))
+    """The students of one distillation seed (tiny_distill.py's default run folders): speech, music, ensemble and
+    ensemble at twice the steps."""
+    run_dir = lambda domain, data: os.path.join("out", f"{domain}_{cfg.data or data}_s{seed}")  # noqa: E731
+    return dict(student_speech=cfg.speech or os.path.join(run_dir("speech", "speech"), "student.pt"),
+                student_music=cfg.music or os.path.join(run_dir("music", "music"), "student.pt"),
+                ensemble=os.path.join(run_dir("both", "mix"), "student.pt"),
+                ensemble_2x=os.path.join(run_dir("both2x", "mix"), "student.pt"))
 
 
 def tag_of(name: str, cfg: Config, seed: int) -> str:
@@ -199,20 +197,19 @@ def probe_once(path: str, tag: str, layer: str, cfg: Config, done: set) -> None:
     """probe.py on every task unless `tag` is already in the results."""
     if tag in done:
         return
-    import probe
     if path != "logmel" and not os.path.exists(path.split(":", 1)[-1]):
         raise ValueError(f"{path} not found; run the distillations first (see README, 'Reproduce')")
     print(f"probing {tag} ({path})", flush=True)
-    probe.run(probe.Config(model=path, tag=tag, layer=layer, seeds=cfg.probe_seeds, results=cfg.results, data_dir=cfg.data_dir))
+    probe.run(probe.Config(model=path, tag=tag, layer=layer, seeds=cfg.probe_seeds, results=cfg.results,
+                           data_dir=cfg.data_dir))
     done.add(tag)
 
 
 def run_sweep(cfg: Config) -> None:
-    import probe
     done = {r["model"] for r in probe.read_results(cfg.results)}
     probe_once("logmel", "logmel", "last", cfg, done)
-    probe_once(probe_path("teacher_speech"), "teacher_speech", "weighted", cfg, done)
-    probe_once(probe_path("teacher_music"), "teacher_music", "weighted", cfg, done)
+    probe_once(td.Config.teacher_speech, "teacher_speech", "weighted", cfg, done)
+    probe_once(td.Config.teacher_music, "teacher_music", "weighted", cfg, done)
     probe_once(cfg.init, "theta0", "last", cfg, done)
     for seed in [int(s) for s in cfg.seeds.split(",")]:
         paths = student_paths(cfg, seed)
@@ -226,8 +223,8 @@ def run_sweep(cfg: Config) -> None:
             if tag in done:
                 continue
             out = os.path.join("out", "merged", tag + ".pt")
-            run = Config(**{**asdict(cfg), "lam_speech": lam_speech, "lam_music": lam_music})
-            write_merged(run, paths["student_speech"], paths["student_music"], out)
+            write_merged(Config(**{**asdict(cfg), "lam_speech": lam_speech, "lam_music": lam_music}),
+                         paths["student_speech"], paths["student_music"], out)
             probe_once(out, tag, "last", cfg, done)
 
 
@@ -237,12 +234,12 @@ def run_sweep(cfg: Config) -> None:
 def summary(rows: list, tag: str, split: str = "test") -> dict:
     """One model's per-task accuracies, speech and music averages and the overall score (x1000) against logmel
     and the domain teachers, all on `split`. Empty if the model or a reference has no rows."""
-    import probe
-    import tasks
     mine = probe.mean_scores(rows, tag, split=split)
     base = probe.mean_scores(rows, "logmel", split=split)
-    ref = {**{t: v for t, v in probe.mean_scores(rows, "teacher_speech", split=split).items() if tasks.PROBE_TASKS[t][0] == "speech"},
-           **{t: v for t, v in probe.mean_scores(rows, "teacher_music", split=split).items() if tasks.PROBE_TASKS[t][0] == "music"}}
+    ref = {}  # each task's reference: its own domain's teacher
+    for domain in ("speech", "music"):
+        ref.update({t: v for t, v in probe.mean_scores(rows, f"teacher_{domain}", split=split).items()
+                    if tasks.PROBE_TASKS[t][0] == domain})
     names = [t for t in tasks.PROBE_TASKS if t in mine and t in base and t in ref]
     if len(names) < len(tasks.PROBE_TASKS):
         return {}
@@ -284,24 +281,24 @@ def table_rows(rows: list, cfg: Config, seeds: list) -> list:
     for method in ("ties", "dare"):  # ablation rows, at the paper's points (--method M --sweep paper)
         other = Config(**{**asdict(cfg), "method": method})
         for lam_speech, lam_music in sweep_points("paper"):
-            entries.append((f"{method.upper()} lam {lam_speech}/{lam_music}", [merged_tag(other, lam_speech, lam_music, s) for s in seeds]))
+            entries.append((f"{method.upper()} lam {lam_speech}/{lam_music}",
+                            [merged_tag(other, lam_speech, lam_music, s) for s in seeds]))
         pick, _ = valid_pick(rows, other, seeds, "paper")
         if pick:
-            entries.append((f"{method.upper()} valid pick {pick[0]}/{pick[1]}", [merged_tag(other, *pick, s) for s in seeds]))
+            entries.append((f"{method.upper()} valid pick {pick[0]}/{pick[1]}",
+                            [merged_tag(other, *pick, s) for s in seeds]))
     return entries
 
 
 def test_se(rows: list, tag: str) -> float:
     """Standard error of a model's mean test accuracy over the tasks from the finite test sets alone (binomial,
     sqrt(sum_t p_t (1 - p_t) / n_t) / n_tasks): the noise floor no number of seeds removes."""
-    import probe
     p, n = probe.mean_scores(rows, tag), {r["task"]: r["n_test"] for r in rows if r["model"] == tag}
     return float(np.sqrt(sum(p[t] * (1 - p[t]) / n[t] for t in p)) / len(p)) if p else float("nan")
 
 
 def headline_table(rows: list, cfg: Config) -> str:
     """Markdown: every task, speech and music averages, overall score; mean ± std over distillation seeds."""
-    import tasks
     seeds = [int(s) for s in cfg.seeds.split(",")]
     cols = list(tasks.PROBE_TASKS) + ["speech avg", "music avg", "mean acc", "score"]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -311,13 +308,12 @@ def headline_table(rows: list, cfg: Config) -> str:
         if not found:
             continue
         ses += [test_se(rows, t) for t, _ in found]
-        per_seed = [x for _, x in found]
         cells = []
         for c in cols:
-            v = np.array([x[c] for x in per_seed])
+            v = np.array([x[c] for _, x in found])
             fmt = "{:.1f}" if c == "score" else "{:.3f}"
             cells.append(fmt.format(v.mean()) + (f" ± {fmt.format(v.std())}" if len(v) > 1 else ""))
-        lines.append(f"| {label} (n={len(per_seed)}) | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} (n={len(found)}) | " + " | ".join(cells) + " |")
     lines.append(f"\nStandard error of one model's mean test accuracy from the test-set sizes alone: "
                  f"{test_se(rows, 'logmel'):.4f} (logmel), at most {max(ses, default=float('nan')):.4f} over the rows "
                  f"above; the seed std comes on top of it.")
@@ -327,14 +323,14 @@ def headline_table(rows: list, cfg: Config) -> str:
 def cost_table(cfg: Config) -> str:
     """Distillation cost per run kind, mean over seeds, from the metrics each student.pt records."""
     seeds = [int(s) for s in cfg.seeds.split(",")]
-    lines = ["| run | steps | wall time (s) | teacher clip-forwards | audio-s/s | peak memory (MB) |", "|---|---|---|---|---|---|"]
+    lines = ["| run | steps | wall time (s) | teacher clip-forwards | audio-s/s | peak memory (MB) |",
+             "|---|---|---|---|---|---|"]
     for name in ("student_speech", "student_music", "ensemble", "ensemble_2x"):
         ms = [td.load_checkpoint(p, "") for p in (student_paths(cfg, s)[name] for s in seeds) if os.path.exists(p)]
-        if not ms:
-            continue
-        get = lambda key: np.mean([m["metrics"].get(key, np.nan) for m in ms])  # noqa: E731
-        lines.append(f"| {name} (n={len(ms)}) | {ms[0]['steps']} | {get('wall_s'):.0f} | {get('teacher_clip_forwards'):.0f} | "
-                     f"{get('audio_s_per_s'):.0f} | {get('peak_mem_mb'):.0f} |")
+        if ms:
+            get = lambda key: np.mean([m["metrics"].get(key, np.nan) for m in ms])  # noqa: E731
+            cells = [f"{get(k):.0f}" for k in ("wall_s", "teacher_clip_forwards", "audio_s_per_s", "peak_mem_mb")]
+            lines.append(f"| {name} (n={len(ms)}) | {ms[0]['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -343,39 +339,40 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import tasks
-    seeds = [int(s) for s in cfg.seeds.split(",")]
-    line = sweep_points("line")
-    stats = {p: [summary(rows, merged_tag(cfg, *p, s)) for s in seeds] for p in line}
-    stats = {p: [x for x in v if x] for p, v in stats.items() if any(v)}
-    written = []
-    if stats:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        sp = np.array([[np.mean([x["speech avg"] for x in v]), np.std([x["speech avg"] for x in v])] for v in stats.values()])
-        mu = np.array([[np.mean([x["music avg"] for x in v]), np.std([x["music avg"] for x in v])] for v in stats.values()])
-        ax.errorbar(sp[:, 0], mu[:, 0], xerr=sp[:, 1], yerr=mu[:, 1], marker="o", ms=3, label="task arithmetic (lam_speech 0..1)")
-        for label, name in (("speech student", "student_speech"), ("music student", "student_music"),
-                            ("ensemble", "ensemble"), ("ensemble 2x", "ensemble_2x"), ("theta0", None)):
-            pts = [summary(rows, tag_of(name, cfg, s) if name else "theta0") for s in seeds]
-            pts = [x for x in pts if x]
-            if pts:
-                ax.errorbar(np.mean([x["speech avg"] for x in pts]), np.mean([x["music avg"] for x in pts]),
-                            xerr=np.std([x["speech avg"] for x in pts]), yerr=np.std([x["music avg"] for x in pts]),
-                            marker="s", ls="", label=label)
-        ax.set(xlabel="speech average accuracy", ylabel="music average accuracy", title="speech vs music along the merge")
-        ax.legend(fontsize=7)
-        written.append(os.path.join(folder, "tradeoff.png"))
+    seeds, written = [int(s) for s in cfg.seeds.split(",")], []
+
+    def save(fig, name):
+        written.append(os.path.join(folder, name))
         fig.tight_layout()
         fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+
+    def mean_std(summaries, key):
+        return np.mean([x[key] for x in summaries]), np.std([x[key] for x in summaries])
+    stats = {p: [x for x in (summary(rows, merged_tag(cfg, *p, s)) for s in seeds) if x] for p in sweep_points("line")}
+    stats = {p: v for p, v in stats.items() if v}
+    if stats:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        sp, mu = (np.array([mean_std(v, k) for v in stats.values()]) for k in ("speech avg", "music avg"))
+        ax.errorbar(sp[:, 0], mu[:, 0], xerr=sp[:, 1], yerr=mu[:, 1], marker="o", ms=3,
+                    label="task arithmetic (lam_speech 0..1)")
+        for label, name in (("speech student", "student_speech"), ("music student", "student_music"),
+                            ("ensemble", "ensemble"), ("ensemble 2x", "ensemble_2x"), ("theta0", None)):
+            pts = [x for x in (summary(rows, tag_of(name, cfg, s) if name else "theta0") for s in seeds) if x]
+            if pts:
+                (x, dx), (y, dy) = mean_std(pts, "speech avg"), mean_std(pts, "music avg")
+                ax.errorbar(x, y, xerr=dx, yerr=dy, marker="s", ls="", label=label)
+        ax.set(xlabel="speech average accuracy", ylabel="music average accuracy",
+               title="speech vs music along the merge")
+        ax.legend(fontsize=7)
+        save(fig, "tradeoff.png")
         fig, ax = plt.subplots(figsize=(6, 4))
         for t in tasks.PROBE_TASKS:
-            ax.plot([p[1] for p in stats], [np.mean([x[t] for x in v]) for v in stats.values()], marker=".",
+            ax.plot([p[1] for p in stats], [mean_std(v, t)[0] for v in stats.values()], marker=".",
                     ls="-" if tasks.PROBE_TASKS[t][0] == "speech" else "--", label=t)
         ax.set(xlabel="lam_music (lam_speech = 1 - lam_music)", ylabel="test accuracy")
         ax.legend(fontsize=6, ncol=2)
-        written.append(os.path.join(folder, "per_task.png"))
-        fig.tight_layout()
-        fig.savefig(written[-1], dpi=120)
+        save(fig, "per_task.png")
     grid = {p: [summary(rows, merged_tag(cfg, *p, s)).get("mean acc") for s in seeds] for p in sweep_points("grid")}
     grid = {p: np.mean([x for x in v if x is not None]) for p, v in grid.items() if any(x is not None for x in v)}
     if grid:
@@ -388,15 +385,15 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
         ax.set_yticks(lams)
         fig.colorbar(im, label="mean accuracy, all tasks")
         ax.set(xlabel="lam_speech", ylabel="lam_music", title="task arithmetic over both lambdas")
-        written.append(os.path.join(folder, "grid.png"))
-        fig.tight_layout()
-        fig.savefig(written[-1], dpi=120)
+        save(fig, "grid.png")
     paths = student_paths(cfg, seeds[0])
     if os.path.exists(paths["student_speech"]) and os.path.exists(paths["student_music"]):
         theta0 = td.load_checkpoint(cfg.init, "")["encoder"]
-        taus = [task_vector(td.load_checkpoint(paths[k], "")["encoder"], theta0) for k in ("student_speech", "student_music")]
+        taus = [task_vector(td.load_checkpoint(paths[k], "")["encoder"], theta0)
+                for k in ("student_speech", "student_music")]
         groups = ["conv", "feature_norm", "proj", "pos_conv", "norm", "layers.0", "layers.1"]
-        flat = lambda tau, g: torch.cat([v.reshape(-1) for k, v in tau.items() if k == g or k.startswith(g + ".")])  # noqa: E731
+        def flat(tau, g):  # the entries of one block
+            return torch.cat([v.reshape(-1) for k, v in tau.items() if k == g or k.startswith(g + ".")])
         norms = np.array([[float(flat(tau, g).norm()) for g in groups] for tau in taus])
         cos = [float(torch.nn.functional.cosine_similarity(flat(taus[0], g), flat(taus[1], g), 0)) for g in groups]
         fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -408,56 +405,42 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
             a.set_xticks(x, groups, rotation=45, fontsize=7)
             a.set_title(title)
         ax[0].legend(fontsize=7)
-        written.append(os.path.join(folder, "tau.png"))
-        fig.tight_layout()
-        fig.savefig(written[-1], dpi=120)
+        save(fig, "tau.png")
     return written
 
 
-def probe_path(name: str) -> str:
-    return {"teacher_speech": td.Config.teacher_speech, "teacher_music": td.Config.teacher_music}[name]
-
-
-def parse_args(argv=None) -> Config:
-    import tasks
-    cfg = Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
-    return cfg
-
+# ================================================================================================================
+# Part 2: plumbing (skip on first read): the command line
 
 def check_config(cfg: Config) -> None:
-    import tasks
     tasks.check_config(cfg, ranges=dict(keep_frac=(1e-6, 1), drop_prob=(0, 0.999), probe_seeds=(1, None)),
-                       choices=dict(method=("ta", "ties", "dare"), sweep=("", "line", "paper", "grid"), data=("", "speech")))
+                       choices=dict(method=("ta", "ties", "dare"), sweep=("", "line", "paper", "grid"),
+                                    data=("", "speech")))
     if not all(s.strip().isdigit() for s in cfg.seeds.split(",")):
         raise ValueError(f"--seeds must be comma-separated seeds like 0,1,2, got {cfg.seeds!r}")
 
 
 def main(argv=None):
-    cfg = parse_args(argv)
+    cfg = Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
     print(json.dumps(asdict(cfg)), flush=True)
     try:
         check_config(cfg)
         if cfg.table:
-            import probe
             rows = probe.read_results(cfg.results)
-            print(headline_table(rows, cfg))
-            print()
-            print(cost_table(cfg))
+            print(headline_table(rows, cfg) + "\n\n" + cost_table(cfg))
             folder = os.path.join("out", f"data_{cfg.data}") if cfg.data else "out"  # the ablation's own plots
             os.makedirs(folder, exist_ok=True)
             print("plots: " + ", ".join(plots(rows, cfg, folder)))
         elif cfg.sweep:
             run_sweep(cfg)
-            import probe
             print(headline_table(probe.read_results(cfg.results), cfg))
         elif cfg.out:
             paths = student_paths(cfg, int(cfg.seeds.split(",")[0]))
             write_merged(cfg, paths["student_speech"], paths["student_music"], cfg.out)
             print(f"wrote {cfg.out}: theta0 + {cfg.lam_speech} tau_speech + {cfg.lam_music} tau_music ({cfg.method})")
         else:
-            raise ValueError("nothing to do: give --out PATH (one merge), --sweep line|grid, or --table")
+            raise ValueError("nothing to do: give --out PATH (one merge), --sweep line|paper|grid, or --table")
     except (ValueError, OSError, KeyboardInterrupt) as e:
-        import tasks
         sys.exit(tasks.one_line(e))
 
 

@@ -1,6 +1,6 @@
-"""Frozen-feature linear probes: how good is an encoder on the speech (SUPERB-like) and music (MARBLE-like) tasks?
+"""Frozen-feature probes: how good is an encoder on the speech (SUPERB-like) and music (MARBLE-like) tasks?
 
-Paper Sec. 5 (../shared/PAPER.md): the upstream is frozen and a small head is trained per task. Here:
+As in the paper's evaluation, the encoder is frozen and a small head is trained per task. Here:
 
   frozen encoder -> hidden states of every layer -> mean over time (frame features for PR)
   -> standardised with train statistics -> one linear layer, fixed step budget
@@ -11,7 +11,7 @@ weighted sum of all layers (SUPERB's protocol, used for teachers), `--layer N` l
 Each probe seed is a new init and minibatch order. One JSON line per (model, task, layer, seed) goes to --results.
 
 Models: `logmel` (80 log-mel bands, 25 ms window, 20 ms hop: the SUPERB "FBANK" baseline), a checkpoint of this
-project (`path.pt`), or `random:path.pt` (same architecture as that checkpoint, freshly initialised).
+project or a real HuBERT-family one (`path`), or `random:path` (that architecture, freshly initialised).
 Tasks: `all`, `speech`, `music`, names (`KS,IC,Pitch`), or `csv:PATH` for your own audio: a CSV with columns
 path,label,split (paths relative to the CSV, split in train/valid/test; any format soundfile reads, any sample rate,
 length and channel count: see tasks.read_audio for the rule).
@@ -20,39 +20,45 @@ Overall score (SUPERB @ SLT 2022): 1000/n * sum_t (s_t - s_t^logmel) / (s_t^ref 
 domain's teacher (rows tagged --ref_speech / --ref_music in --results).
 
 Usage:  python probe.py --model logmel --task all
-        python probe.py --model out/music/student.pt --tag music_student --layer last
+        python probe.py --model out/music_music_s0/student.pt --tag music_student --layer last
 """
-import argparse
 import csv
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import tasks
+import tiny_distill
 
 
 @dataclass
 class Config:
-    model: str = "logmel"  # logmel | path/to/checkpoint.pt | random:path/to/checkpoint.pt
+    # what to probe
+    model: str = "logmel"  # logmel | path/to/checkpoint.pt (or a HuBERT-family folder) | random:path/to/checkpoint.pt
     task: str = "all"  # all | speech | music | comma-separated names | csv:PATH
     layer: str = "last"  # last (paper, students) | weighted (SUPERB, teachers) | an integer layer index
     tag: str = ""  # name stored under "model" in the results (default: --model)
+    # the probe
     seeds: int = 3  # probe seeds (init and minibatch order); mean and std are reported
     steps: int = 400  # optimisation steps per probe (the fixed budget)
     batch: int = 256  # examples (frames for PR) per step
     lr: float = 3e-3  # Adam learning rate
     eval_every: int = 25  # steps between evaluations on valid (the stopping step is chosen among these)
+    # files
     results: str = "out/results.jsonl"  # JSON lines appended here
     data_dir: str = "data"  # where tasks.py wrote the probe sets (made if missing)
     max_seconds: float = 30.0  # longer external clips are cut to their centre this long
+    # the overall score
     ref_speech: str = "teacher_speech"  # tag whose rows give s_ref for speech tasks in the overall score
     ref_music: str = "teacher_music"  # tag whose rows give s_ref for music tasks
+    # machine
     threads: int = 0  # torch threads (0 = torch's default)
 
 
@@ -65,9 +71,16 @@ SPLITS = ("train", "valid", "test")
 # ----------------------------------------------------------------------------------------------------------------
 # Tasks: our generated CSVs and anyone else's, through one reader
 
+class Row(NamedTuple):
+    line: int  # in the CSV, for error messages
+    path: str  # the audio file
+    label: object  # a class name, or a list of frame labels (PR)
+    split: str
+
+
 def load_task(spec: str, data_dir: str) -> dict:
-    """A task name (KS, ...) or csv:PATH -> dict(name, domain, csv, rows=[(line, path, label or frame list, split)]).
-    Every problem is one line naming the file and row."""
+    """A task name (KS, ...) or csv:PATH -> dict(name, domain, csv, rows=[Row], frame_level). Every problem is one
+    line naming the file and row."""
     if spec.startswith("csv:"):
         path, name, domain = spec[4:], os.path.splitext(os.path.basename(spec[4:]))[0], "external"
     elif spec in tasks.PROBE_TASKS:
@@ -101,11 +114,12 @@ def load_task(spec: str, data_dir: str) -> dict:
             raise ValueError(f"{path}:{line}: audio file not found: {audio}")
         if label == "":
             raise ValueError(f"{path}:{line}: empty {label_col}")
-        rows.append((line, audio, label.split() if label_col == "frames" else label, split))
+        rows.append(Row(line, audio, label.split() if label_col == "frames" else label, split))
     for s in SPLITS:
-        if not any(r[3] == s for r in rows):
+        if not any(r.split == s for r in rows):
             raise ValueError(f"{path}: no rows in split {s!r}; every split needs at least one row")
-    train_labels = {lab for r in rows if r[3] == "train" for lab in (r[2] if label_col == "frames" else [r[2]])}
+    train_labels = {lab for r in rows if r.split == "train"
+                    for lab in (r.label if label_col == "frames" else [r.label])}
     if len(train_labels) < 2:
         raise ValueError(f"{path}: the train split has {len(train_labels)} class(es); a probe needs at least 2")
     return dict(name=name, domain=domain, csv=path, rows=rows, frame_level=label_col == "frames")
@@ -122,42 +136,22 @@ def task_list(spec: str) -> list:
 # ----------------------------------------------------------------------------------------------------------------
 # Frozen features
 
-def mel_filterbank(n_mels: int = 80, n_fft: int = 512, fmin: float = 0.0, fmax: float = 8000.0) -> torch.Tensor:
-    """Triangular filters evenly spaced on the HTK mel scale -> (n_fft // 2 + 1, n_mels)."""
-    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
-    hz = 700 * (10 ** (np.linspace(mel(fmin), mel(fmax), n_mels + 2) / 2595) - 1)
-    bins = np.fft.rfftfreq(n_fft, 1 / tasks.SR)[:, None]
-    lo, mid, hi = hz[None, :-2], hz[None, 1:-1], hz[None, 2:]
-    fb = np.maximum(0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
-    return torch.tensor(fb, dtype=torch.float32)
-
-
 class LogMel:
-    """The FBANK baseline on the encoders' frame grid: 400-sample window, 320 hop, no padding, so frame i covers
-    the same samples as the encoders' frame i (needed for frame-level PR)."""
+    """The FBANK baseline as a one-layer "model" on the encoders' frame grid (frame-level PR needs the same grid)."""
     n_layers = 1
 
-    def __init__(self):
-        self.fb = mel_filterbank()
-        self.window = torch.hann_window(tasks.WIN)
-
-    def power(self, wav: torch.Tensor) -> torch.Tensor:
-        frames = wav.unfold(-1, tasks.WIN, tasks.HOP) * self.window  # (B, T, 400)
-        return (torch.fft.rfft(frames, n=512).abs() ** 2) @ self.fb  # mel power, (B, T, 80)
-
     def __call__(self, wav: torch.Tensor) -> list:
-        return [torch.log(self.power(wav) + 1e-6)]  # one "layer": (B, T, 80)
+        return [tasks.log_mel(wav)]  # (B, T, 80)
 
 
 def load_model(spec: str, device: str):
     """--model -> a callable wav (B, n) -> list of (B, T, C) hidden states, all layers."""
     if spec == "logmel":
         return LogMel()
-    import tiny_distill  # the encoders live there; imported here so the logmel baseline needs only this file
     if spec.startswith("random:"):
         return tiny_distill.random_like(spec[len("random:"):], device)
-    if not os.path.isfile(spec):
-        raise ValueError(f"--model {spec!r} is neither logmel, random:PATH nor an existing checkpoint file")
+    if not os.path.exists(spec):
+        raise ValueError(f"--model {spec!r} is neither logmel, random:PATH nor an existing checkpoint")
     return tiny_distill.load_encoder(spec, device)
 
 
@@ -193,27 +187,28 @@ def extract(model, clips: dict, device: str, max_seconds: float, batch_samples: 
 def task_arrays(task: dict, feats: dict) -> dict:
     """split -> (X (N, L, C), y (N,)) with class indices over the task's sorted labels."""
     if task["frame_level"]:
-        classes = sorted({lab for r in task["rows"] for lab in r[2]})
+        classes = sorted({lab for r in task["rows"] for lab in r.label})
     else:
-        classes = sorted({r[2] for r in task["rows"]})
+        classes = sorted({r.label for r in task["rows"]})
     index = {c: i for i, c in enumerate(classes)}
     out = {}
     for s in SPLITS:
         xs, ys = [], []
-        for line, path, label, split in task["rows"]:
-            if split != s:
+        for r in task["rows"]:
+            if r.split != s:
                 continue
-            pooled, frames = feats[path]
+            pooled, frames = feats[r.path]
             if task["frame_level"]:
                 T = frames.shape[1]
-                if abs(T - len(label)) > 2:
-                    raise ValueError(f"{task['csv']}:{line}: {len(label)} frame labels but the audio has {T} frames")
-                m = min(T, len(label))
+                if abs(T - len(r.label)) > 2:
+                    raise ValueError(f"{task['csv']}:{r.line}: {len(r.label)} frame labels, but the audio has {T} "
+                                     "frames")
+                m = min(T, len(r.label))
                 xs.append(frames[:, :m].transpose(0, 1).float())  # (m, L, C)
-                ys += [index[lab] for lab in label[:m]]
+                ys += [index[lab] for lab in r.label[:m]]
             else:
                 xs.append(pooled[None])
-                ys.append(index[label])
+                ys.append(index[r.label])
         out[s] = (torch.cat(xs), torch.tensor(ys))
     out["classes"] = classes
     return out
@@ -346,17 +341,6 @@ def score_lines(rows: list, model: str, layer: str, cfg: Config) -> list:
     return lines
 
 
-def parse_args(argv=None) -> Config:
-    return Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
-
-
-def check_config(cfg: Config) -> None:
-    tasks.check_config(cfg, ranges=dict(seeds=(1, None), steps=(1, None), batch=(1, None), lr=(0, None), eval_every=(1, None),
-                                        max_seconds=(tasks.WIN / tasks.SR, None), threads=(0, None)))
-    if cfg.layer not in ("last", "weighted") and not cfg.layer.lstrip("-").isdigit():
-        raise ValueError(f"--layer must be last, weighted or an integer, got {cfg.layer!r}")
-
-
 def run(cfg: Config) -> None:
     """Extract features once, probe every task and seed, append the rows, print the table and scores."""
     tag = cfg.tag or cfg.model
@@ -371,9 +355,8 @@ def run(cfg: Config) -> None:
         raise ValueError(f"--layer {cfg.layer} out of range: {cfg.model} has layers 0..{n_layers - 1}")
     clips = {}
     for t in task_defs:
-        for line, path, _, _ in t["rows"]:
-            needs_frames = clips.get(path, (False,))[0] or t["frame_level"]
-            clips[path] = (needs_frames, f"{t['csv']}:{line}")
+        for r in t["rows"]:
+            clips[r.path] = (clips.get(r.path, (False,))[0] or t["frame_level"], f"{t['csv']}:{r.line}")
     t0 = time.time()
     feats = extract(model, clips, device, cfg.max_seconds)
     print(f"features of {len(clips)} clips in {time.time() - t0:.1f} s", flush=True)
@@ -400,8 +383,19 @@ def run(cfg: Config) -> None:
         print(line)
 
 
+# ================================================================================================================
+# Part 2: plumbing (skip on first read): the command line
+
+def check_config(cfg: Config) -> None:
+    tasks.check_config(cfg, ranges=dict(seeds=(1, None), steps=(1, None), batch=(1, None), lr=(0, None),
+                                        eval_every=(1, None), max_seconds=(tasks.WIN / tasks.SR, None),
+                                        threads=(0, None)))
+    if cfg.layer not in ("last", "weighted") and not cfg.layer.lstrip("-").isdigit():
+        raise ValueError(f"--layer must be last, weighted or an integer, got {cfg.layer!r}")
+
+
 def main(argv=None):
-    cfg = parse_args(argv)
+    cfg = Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print(json.dumps(asdict(cfg)), flush=True)
@@ -413,4 +407,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,28 +1,28 @@
-"""Synthetic speech and music: the corpora and labelled probe tasks of this reproduction.
+"""The synthetic world of this reproduction: speech and music corpora, labelled probe tasks, classical features.
 
-The paper (Ritter-Gutierrez et al., Interspeech 2025) distils on LibriSpeech and evaluates on SUPERB (speech) and
-MARBLE (music) tasks. We cannot ship those, so this file *makes* stand-ins from numpy alone, deterministically from a
-seed (paper Sec. 5 tasks; ../shared/PAPER.md Sec. 8):
+The paper (Ritter-Gutierrez et al., Interspeech 2025) distils on LibriSpeech and probes on SUPERB (speech) and
+MARBLE (music) tasks. We cannot ship those, so this file *makes* stand-ins from numpy alone, deterministically:
 
-  speech  a source-filter voice: glottal pulses with an f0 contour (declination, accents, jitter, shimmer) through a
-          cascade of formant resonances that glide between phone targets (coarticulation), plus frication, bursts
-          and aspiration noise; 21 phones, a 30-word lexicon, speakers that differ in f0, vocal-tract length,
-          breathiness, tilt and rate, 4 speaking styles (emotion analogue). The same voice sings, with 5 techniques.
-  music   10 instruments from different synthesis families (wavetable additive, Karplus-Strong, inharmonic piano,
-          FM, bowed, reed, organ, brass, marimba, bell) and a drum kit; songs in a key in 6 styles.
+  speech  a source-filter voice: glottal pulses with an f0 contour through formant resonances that glide between
+          phone targets, plus frication, bursts and aspiration; 21 phones, 30 words, speakers that differ in f0,
+          vocal-tract length, breathiness, tilt and rate, 4 speaking styles (the emotion analogue). It also sings.
+  music   10 instruments from different synthesis families and a drum kit; songs in a key in 6 styles.
 
-Every filter is applied frame-wise in the STFT domain (overlap-add), never by a per-sample Python loop, so the
-default corpora (2 x 30 min of pool audio plus about 75 min of probe clips) take a couple of minutes on 2 cores.
-
-Outputs under data/ (see data/README.md): pool_speech/, pool_music/ (unlabelled distillation audio), probe/*.wav and
-probe/<TASK>.csv with columns path,label,split (PR has a `frames` column of 50 Hz phone labels instead).
+Filters run frame-wise in the STFT domain (overlap-add), never by a per-sample loop, so the default corpora
+take about a minute on 2 cores. Outputs under data/ (data/README.md): pool_speech/, pool_music/ (unlabelled
+distillation audio), probe/*.wav and probe/<TASK>.csv (path,label,split; PR has 50 Hz phone labels in `frames`).
+The bottom of the story holds what every other script shares: the encoders' frame grid, the classical features
+(log-mel, MFCC, a CQT-like semitone spectrum, chroma) and, after the plumbing banner, the audio reader and the CLI.
 
 Usage:  python tasks.py                 # make everything (skips what exists for the same config)
         python tasks.py --pool_minutes 60 --workers 2
 """
 import argparse
 import csv
+import functools
+import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -32,10 +32,11 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import soundfile as sf
+import torch
 
-# DEVIATION: synthetic corpora instead of LibriSpeech, Music4All and the SUPERB/MARBLE sets (PAPER.md Sec. 8):
-# everything must run on a laptop CPU with no download.
-SR = 16000  # Hz; HuBERT Base and MERT-v0-public both take 16 kHz (PAPER.md Sec. 3)
+# DEVIATION: synthetic corpora instead of LibriSpeech, Music4All and the SUPERB/MARBLE sets: everything must run on
+# a laptop CPU with no download.
+SR = 16000  # Hz; HuBERT Base and MERT-v0-public both take 16 kHz
 HOP = 320  # samples per encoder frame (50 Hz)
 WIN = 400  # receptive field of the conv feature extractor, in samples
 VERSION = 2  # of the generators; bump it when a change alters the audio, so old data/ folders are remade
@@ -43,10 +44,13 @@ VERSION = 2  # of the generators; bump it when a change alters the audio, so old
 
 @dataclass
 class Config:
+    # where
     data_dir: str = "data"  # where corpora and probe sets are written
-    seed: int = 0  # everything below is a pure function of this seed
+    seed: int = 0  # every clip is a pure function of (seed, set, index)
+    # distillation pools
     pool_minutes: float = 30.0  # minutes of unlabelled audio per pool (speech, music)
     pool_clip_s: float = 8.0  # length of one pool file, seconds
+    # probe sets
     speakers: int = 36  # probe speakers: 20 train / 8 valid / 8 test for the unseen-speaker tasks
     ks_reps: int = 2  # repetitions of each keyword class per speaker (KS)
     ic_reps: int = 1  # repetitions of each intent per speaker (IC, SID, ER, PR share these clips)
@@ -56,14 +60,13 @@ class Config:
     notes_per_preset: int = 24  # pitches each preset plays, out of the 48 MIDI notes 36..83 (4 octaves)
     songs_per_style: int = 50  # Genre clips per style
     test_scale: int = 8  # test items = this x the split's share (test-only extras; train and valid do not change)
+    # machine
     workers: int = 2  # processes used for generation
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Shared audio helpers: reading any file, resampling, the per-clip normalisation every encoder sees
-
 def n_frames(n_samples: int) -> int:
-    """Frames of the conv feature extractor for n_samples: floor((n - 400) / 320) + 1 (PAPER.md Sec. 3)."""
+    """The encoders' frame grid: frames of the conv feature extractor for n_samples, floor((n - 400) / 320) + 1;
+    frame i covers samples [320 i, 320 i + 400), centred on 320 i + 200."""
     return max(0, (n_samples - WIN) // HOP + 1)
 
 
@@ -72,48 +75,6 @@ def normalize(wav: np.ndarray) -> np.ndarray:
     level of a recording (which differs wildly between real sources) carries no information."""
     wav = wav - wav.mean()
     return (wav / max(float(wav.std()), 1e-8)).astype(np.float32)
-
-
-def resample(wav: np.ndarray, sr_in: int, sr_out: int = SR) -> np.ndarray:
-    """Band-limited resampling by the FFT: keep the spectrum below both Nyquist limits, change the length.
-    Exact for band-limited periodic signals; the ends see a small wrap-around, harmless for clips of seconds."""
-    if sr_in == sr_out:
-        return wav
-    n_out = max(1, int(round(len(wav) * sr_out / sr_in)))
-    spec = np.fft.rfft(wav.astype(np.float64))
-    keep = min(len(spec), n_out // 2 + 1)
-    out_spec = np.zeros(n_out // 2 + 1, dtype=complex)
-    out_spec[:keep] = spec[:keep]
-    if n_out % 2 == 0 and keep == n_out // 2 + 1:
-        out_spec[-1] = out_spec[-1].real  # the new Nyquist bin of an even length must be real
-    return (np.fft.irfft(out_spec, n_out) * (n_out / len(wav))).astype(np.float32)
-
-
-def read_audio(path: str, max_seconds: float = 30.0) -> np.ndarray:
-    """Any file soundfile reads -> (n,) float32 at 16 kHz, normalised.
-    The rule for foreign audio: channels averaged to mono; NaN/inf set to 0; resampled to 16 kHz; longer than
-    max_seconds -> the centre max_seconds; shorter than one frame (400 samples) -> zero-padded to one frame."""
-    try:
-        wav, sr = sf.read(path, dtype="float32", always_2d=True)  # (n, channels)
-    except Exception as e:  # soundfile raises several types; one clear line is what the user needs
-        raise ValueError(f"cannot read audio file {path!r} ({type(e).__name__}: {e}); give a WAV/FLAC/OGG file") from None
-    if wav.shape[0] == 0:
-        raise ValueError(f"audio file {path!r} is empty (0 samples); remove it or replace it")
-    wav = np.nan_to_num(wav.mean(axis=1))
-    wav = resample(wav, sr, SR)
-    max_n = int(max_seconds * SR)
-    if len(wav) > max_n:
-        start = (len(wav) - max_n) // 2
-        wav = wav[start:start + max_n]
-    if len(wav) < WIN:
-        wav = np.pad(wav, (0, WIN - len(wav)))
-    return normalize(wav)
-
-
-def write_wav(path: str, wav: np.ndarray) -> None:
-    """16-bit WAV, peak-normalised to 0.9 (the encoders normalise per clip anyway)."""
-    peak = max(float(np.abs(wav).max()), 1e-8)
-    sf.write(path, (0.9 * wav / peak).astype(np.float32), SR, subtype="PCM_16")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,14 +209,16 @@ def phone_segments(rng, words: list, rate: float):
                 n = seg(dict(F=F, voice=0.5, zero=PHONES[ph][2]), rng.uniform(60, 90))
             elif kind == "fric":
                 _, F, fc, fw, voiced = PHONES[ph]
-                n = seg(dict(F=F, voice=0.3 * voiced, fric=0.35 if fw < 1 else 0.12, fc=fc, fw=fw), rng.uniform(80, 120))
+                n = seg(dict(F=F, voice=0.3 * voiced, fric=0.35 if fw < 1 else 0.12, fc=fc, fw=fw),
+                        rng.uniform(80, 120))
             elif kind == "asp":
                 n = seg(dict(F=nxt, asp=0.5), rng.uniform(60, 90))
             else:  # stop: closure (silent or a voice bar), burst, aspiration with the next vowel's formants
                 _, F, fc, fw, voiced = PHONES[ph]
                 n = seg(dict(F=F, voice=0.06 * voiced), rng.uniform(45, 70))
                 n += seg(dict(F=F, fric=0.6, fc=fc, fw=fw), rng.uniform(8, 15))
-                n += seg(dict(F=nxt, asp=0.35, voice=0.4 * voiced), rng.uniform(10, 20) if voiced else rng.uniform(30, 50))
+                n += seg(dict(F=nxt, asp=0.35, voice=0.4 * voiced),
+                         rng.uniform(10, 20) if voiced else rng.uniform(30, 50))
             spans.append((ph, n))
         if w_i < len(words) - 1 and rng.uniform() < 0.5:
             spans.append(("sil", seg(dict(F=None), rng.uniform(30, 120))))
@@ -279,7 +242,7 @@ def resonances(F: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.prod(F ** 2 / np.sqrt((F ** 2 - f ** 2) ** 2 + (B * f) ** 2), axis=1)
 
 
-def render_voice(rng, spk: dict, segs: list, f0_frames: np.ndarray, breath: float, tilt: float, oq: float) -> np.ndarray:
+def render_voice(rng, spk: dict, segs: list, f0_frames: np.ndarray, breath: float, tilt: float, oq: float):
     """Source-filter synthesis. segs: [(params, n_samples)]; f0_frames: (T,) Hz per 8 ms frame, T = n // STEP + 1."""
     n = sum(m for _, m in segs)
     T = n // STEP + 1
@@ -303,7 +266,8 @@ def render_voice(rng, spk: dict, segs: list, f0_frames: np.ndarray, breath: floa
     zero = cols[:, 8:9]
     tract = tract * (1 - 0.9 * (zero > 0) * np.exp(-((FREQS - zero * spk["vtl"]) / 200.0) ** 2))
     tilt_gain = 10 ** (tilt * np.log2(np.maximum(FREQS, 60) / 500) / 20)  # (257,)
-    fric_shape = np.exp(-0.5 * (np.log2(np.maximum(FREQS, 60) / (cols[:, 6:7] * spk["vtl"] ** 0.5)) / cols[:, 7:8]) ** 2)
+    octaves = np.log2(np.maximum(FREQS, 60) / (cols[:, 6:7] * spk["vtl"] ** 0.5))
+    fric_shape = np.exp(-0.5 * (octaves / cols[:, 7:8]) ** 2)
     # glottal source: raised-cosine flow pulses, differentiated (lip radiation); jitter and shimmer per frame
     f0 = np.interp(np.arange(n), np.arange(T) * STEP, f0_frames * (1 + spk["jitter"] * rng.standard_normal(T)))
     phase = np.cumsum(f0 / SR) % 1.0
@@ -325,7 +289,8 @@ def speech_f0(rng, spk: dict, style: tuple, T: int, accents: int) -> np.ndarray:
     t = np.arange(T) / T
     st = -2.0 * t  # declination, semitones
     for c in rng.uniform(0.05, 0.9, size=accents):
-        st = st + rng.uniform(0.3, 1) * spk["f0_range"] * style[1] * np.exp(-0.5 * ((t - c) * T * STEP / SR / 0.08) ** 2)
+        bump = np.exp(-0.5 * ((t - c) * T * STEP / SR / 0.08) ** 2)
+        st = st + rng.uniform(0.3, 1) * spk["f0_range"] * style[1] * bump
     st = st + smooth(rng.standard_normal(T), 25) * 1.5
     return spk["f0"] * style[0] * 2 ** (st / 12)
 
@@ -357,8 +322,8 @@ def sing(rng, spk: dict, technique: str, midi: float, seconds: float) -> np.ndar
         st += rng.choice([-1, 1]) * rng.uniform(3, 7) * np.clip((t - 0.3) / (seconds - 0.7), 0, 1)
     st = smooth(st, 3) + 0.1 * np.sin(2 * np.pi * 0.7 * t)  # slight drift even when straight
     breath = spk["breath"] + (0.6 if technique == "breathy" else 0.0)
-    wav = render_voice(rng, spk, segs, 440 * 2 ** ((st - 69) / 12), breath=breath, tilt=spk["tilt"] - 3 * (technique == "breathy"),
-                       oq=spk["oq"] + 0.1 * (technique == "breathy"))
+    wav = render_voice(rng, spk, segs, 440 * 2 ** ((st - 69) / 12), breath=breath,
+                       tilt=spk["tilt"] - 3 * (technique == "breathy"), oq=spk["oq"] + 0.1 * (technique == "breathy"))
     return room(rng, wav, snr_db=(20, 40))
 
 
@@ -432,25 +397,30 @@ def render_note(rng, pre: dict, midi: float, seconds: float, vel: float = 1.0) -
         K = int(min(12, 0.45 * SR / f / 1.1))
         kk = np.arange(1, K + 1)[:, None]
         fk = kk * f * np.sqrt(1 + pre["inharm"] * kk ** 2)
-        parts = a[:K, None] * kk ** -pre["tilt"] * np.sin(2 * np.pi * fk * t) * np.exp(-t * (1 + 0.6 * kk) / (pre["decay"] * (261 / f) ** 0.5))
+        decay = np.exp(-t * (1 + 0.6 * kk) / (pre["decay"] * (261 / f) ** 0.5))
+        parts = a[:K, None] * kk ** -pre["tilt"] * np.sin(2 * np.pi * fk * t) * decay
         y = parts.sum(0) * envelope(n, 0.003, 0.05)
     elif inst == "epiano":  # FM, modulator at the carrier frequency, index decaying
         idx = pre["index"] * np.exp(-t / 0.3) + 0.3
         y = np.sin(2 * np.pi * f * t + idx * np.sin(2 * np.pi * f * t)) * envelope(n, 0.003, 0.05, pre["decay"])
     elif inst == "bell":  # FM with an inharmonic ratio
         idx = pre["index"] * np.exp(-t / 0.8)
-        y = np.sin(2 * np.pi * f * t + idx * np.sin(2 * np.pi * f * pre["ratio"] * t)) * envelope(n, 0.002, 0.05, 2 * pre["decay"])
+        y = np.sin(2 * np.pi * f * t + idx * np.sin(2 * np.pi * f * pre["ratio"] * t))
+        y = y * envelope(n, 0.002, 0.05, 2 * pre["decay"])
     elif inst == "bowed":
         y = wavetable_osc(a * k ** -pre["tilt"], f * (1 + 2.5 * (vib - 1))) * envelope(n, 0.15, 0.12)
         y += pre["noise"] * rng.standard_normal(n) * envelope(n, 0.15, 0.12)
     elif inst == "reed":  # odd harmonics
-        y = wavetable_osc(a * k ** -pre["tilt"] * np.where(k % 2 == 1, 1.0, 0.08), np.full(n, f)) * envelope(n, 0.04, 0.06)
+        y = wavetable_osc(a * k ** -pre["tilt"] * np.where(k % 2 == 1, 1.0, 0.08), np.full(n, f))
+        y = y * envelope(n, 0.04, 0.06)
     elif inst == "organ":  # drawbars
-        y = wavetable_osc(a * np.isin(k, [1, 2, 3, 4, 6, 8]) * np.exp(-0.15 * k), np.full(n, f)) * envelope(n, 0.01, 0.02)
+        y = wavetable_osc(a * np.isin(k, [1, 2, 3, 4, 6, 8]) * np.exp(-0.15 * k), np.full(n, f))
+        y = y * envelope(n, 0.01, 0.02)
     elif inst == "brass":  # bright attack settling to a darker tone, slight scoop up to pitch
         scoop = f * 2 ** (-0.4 * np.exp(-t / 0.04) / 12)
         bright = np.exp(-t / 0.15)
-        y = (bright * wavetable_osc(a * k ** -1.0, scoop) + (1 - bright) * wavetable_osc(a * k ** -(1.5 + pre["tilt"]), scoop))
+        dark = wavetable_osc(a * k ** -(1.5 + pre["tilt"]), scoop)
+        y = bright * wavetable_osc(a * k ** -1.0, scoop) + (1 - bright) * dark
         y = y * envelope(n, 0.03, 0.08)
     elif inst == "marimba":
         y = sum(amp * np.sin(2 * np.pi * f * r * t) * np.exp(-t / (tau * pre["decay"]))
@@ -471,7 +441,8 @@ def drum(rng, kind: str, kit: dict) -> np.ndarray:
         return np.sin(2 * np.pi * np.cumsum(f) / SR) * np.exp(-t / 0.15)
     noise = rng.standard_normal(n)
     if kind == "snare":
-        return (0.7 * np.diff(noise, prepend=0) + 0.5 * np.sin(2 * np.pi * kit["snare_hz"] * t)) * np.exp(-t / kit["snare_s"])
+        tone = 0.5 * np.sin(2 * np.pi * kit["snare_hz"] * t)
+        return (0.7 * np.diff(noise, prepend=0) + tone) * np.exp(-t / kit["snare_s"])
     hp = np.diff(np.diff(noise, prepend=0), prepend=0)
     return 0.3 * hp * np.exp(-t / (0.2 if kind == "open" else 0.03))
 
@@ -483,10 +454,12 @@ GENRES = {
     "rock": dict(tempo=(100, 150), swing=0.0, drums=["K", "h", "S", "h", "K", "K", "S", "h"], comp=[0, 4], comp_len=4,
                  inst=dict(bass=["pluck"], comp=["organ", "brass", "pluck"], lead=["brass", "reed", "bowed"]),
                  progs=[[0, 3, 4, 0], [0, 4, 5, 3]], ext=3, bass=[0, 2, 4, 6], minor=0.3, dens=0.5),
-    "disco": dict(tempo=(112, 132), swing=0.0, drums=["K", "o", "KS", "o", "K", "o", "KS", "o"], comp=[1, 3, 5, 7], comp_len=1,
+    "disco": dict(tempo=(112, 132), swing=0.0, drums=["K", "o", "KS", "o", "K", "o", "KS", "o"], comp=[1, 3, 5, 7],
+                  comp_len=1,
                   inst=dict(bass=["reed", "pluck"], comp=["epiano", "organ"], lead=["brass", "bell", "reed"]),
                   progs=[[5, 3, 0, 4], [1, 4, 0, 0]], ext=4, bass=[0, 1, 2, 3, 4, 5, 6, 7], minor=0.5, dens=0.6),
-    "jazz": dict(tempo=(90, 180), swing=0.64, drums=["h", "", "hS", "h", "h", "", "hS", "h"], comp=[0, 3, 6], comp_len=2,
+    "jazz": dict(tempo=(90, 180), swing=0.64, drums=["h", "", "hS", "h", "h", "", "hS", "h"], comp=[0, 3, 6],
+                 comp_len=2,
                  inst=dict(bass=["pluck"], comp=["piano", "epiano"], lead=["brass", "reed", "flute"]),
                  progs=[[1, 4, 0, 0], [1, 4, 0, 5]], ext=4, bass=[0, 2, 4, 6], minor=0.2, dens=0.7),
     "folk": dict(tempo=(80, 120), swing=0.1, drums=[], comp=[0, 1, 2, 3, 4, 5, 6, 7], comp_len=1,
@@ -496,7 +469,8 @@ GENRES = {
                       inst=dict(bass=["bowed"], comp=["bowed", "organ", "piano"], lead=["flute", "bowed", "reed"]),
                       progs=[[0, 3, 4, 0], [0, 5, 1, 4]], ext=3, bass=[0], minor=0.5, dens=0.5),
     "reggae": dict(tempo=(66, 90), swing=0.1, drums=["h", "h", "h", "h", "KS", "h", "h", "h"], comp=[2, 6], comp_len=1,
-                   inst=dict(bass=["pluck", "reed"], comp=["organ", "epiano", "pluck"], lead=["brass", "flute", "marimba"]),
+                   inst=dict(bass=["pluck", "reed"], comp=["organ", "epiano", "pluck"],
+                             lead=["brass", "flute", "marimba"]),
                    progs=[[0, 3, 0, 4], [5, 4, 0, 0]], ext=3, bass=[0, 3, 4, 6], minor=0.4, dens=0.3),
 }
 MAJOR, MINOR = [0, 2, 4, 5, 7, 9, 11], [0, 2, 3, 5, 7, 8, 10]
@@ -541,7 +515,8 @@ def song(rng, style: str, seconds: float) -> np.ndarray:
                 add(render_note(rng, roles["comp"], m, dur, 0.7), at(e8), 0.3)
         if rng.uniform() < g["dens"]:
             melody_deg = int(np.clip(melody_deg + rng.choice([-2, -1, -1, 1, 1, 2, 0]), 5, 16))
-            add(render_note(rng, roles["lead"], degree(melody_deg, 1), beat_s * rng.choice([0.5, 1.0]) + 0.05), at(e8), 0.4)
+            lead = render_note(rng, roles["lead"], degree(melody_deg, 1), beat_s * rng.choice([0.5, 1.0]) + 0.05)
+            add(lead, at(e8), 0.4)
     return room(rng, out[:n], snr_db=(20, 40))
 
 
@@ -582,12 +557,14 @@ def jobs(cfg: Config) -> list:
         styles = np.random.default_rng([cfg.seed, SET_IDS["speakers"], s, 1]).permutation(n) % len(STYLES)
         specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(
             [(a, o, r) for a in range(len(ACTIONS)) for o in range(len(OBJECTS)) for r in range(cfg.ic_reps)], styles)]
-    specs["sing"] = [(s, tq, r) for s in range(cfg.singers) for tq in range(len(TECHNIQUES)) for r in range(cfg.sing_reps)]
+    specs["sing"] = [(s, tq, r) for s in range(cfg.singers) for tq in range(len(TECHNIQUES))
+                     for r in range(cfg.sing_reps)]
     # preset p of instrument i plays notes_per_preset pitches, a window of a fixed shuffle of the 48 pitches that
     # starts at i * 24 + p * 7: with 24 per preset, two instruments' valid (or test) presets cover every pitch
     shuffle = np.random.default_rng([cfg.seed, SET_IDS["presets"]]).permutation(48)
     note = lambda i, p, j: (i, p, 36 + int(shuffle[(i * 24 + p * 7 + j) % 48]))  # noqa: E731
-    specs["note"] = [note(i, p, j) for i in range(len(INSTRUMENTS)) for p in range(cfg.presets) for j in range(cfg.notes_per_preset)]
+    specs["note"] = [note(i, p, j) for i in range(len(INSTRUMENTS)) for p in range(cfg.presets)
+                     for j in range(cfg.notes_per_preset)]
     specs["song"] = [(g, r) for g in range(len(GENRES)) for r in range(cfg.songs_per_style)]
     # Test-only extras, appended after the base clips so that every base clip keeps its index (and its audio):
     # (test_scale - 1) x each test share, as new people/presets/songs, or new clips of the seen people (SID, SingerID)
@@ -598,17 +575,19 @@ def jobs(cfg: Config) -> list:
     for s in list(range(cfg.speakers)) + list(new_speakers):
         rng = np.random.default_rng([cfg.seed, SET_IDS["speakers"], s, 2])
         if s < cfg.speakers:  # a seen speaker's extra commands (SID test): a random draw of intents, new renderings
-            items = [(a, o, cfg.ic_reps + r) for r in range(x) for a in range(len(ACTIONS)) for o in range(len(OBJECTS))]
+            items = [(a, o, cfg.ic_reps + r) for r in range(x) for a in range(len(ACTIONS))
+                     for o in range(len(OBJECTS))]
             items = [items[k] for k in rng.permutation(len(items))[:x * n_test(n, (0.6, 0.2))]]
         else:
             items = [(a, o, r) for a in range(len(ACTIONS)) for o in range(len(OBJECTS)) for r in range(cfg.ic_reps)]
-        specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(items, rng.permutation(len(items)) % len(STYLES))]
+        styles = rng.permutation(len(items)) % len(STYLES)
+        specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(items, styles)]
     new_singers = range(cfg.singers, cfg.singers + x * n_test(cfg.singers, (0.6, 0.2)))
     m = len(TECHNIQUES) * cfg.sing_reps  # clips per singer, 20% of them test for SingerID
     for s in range(cfg.singers):
         items = [(tq, cfg.sing_reps + r) for r in range(x * cfg.sing_reps) for tq in range(len(TECHNIQUES))]
-        specs["sing"] += [(s, *items[k]) for k in np.random.default_rng([cfg.seed, SET_IDS["singers"], s, 2]).permutation(
-            len(items))[:x * n_test(m, (0.6, 0.2))]]
+        order = np.random.default_rng([cfg.seed, SET_IDS["singers"], s, 2]).permutation(len(items))
+        specs["sing"] += [(s, *items[k]) for k in order[:x * n_test(m, (0.6, 0.2))]]
     specs["sing"] += [(s, tq, r) for s in new_singers for tq in range(len(TECHNIQUES)) for r in range(cfg.sing_reps)]
     specs["note"] += [note(i, p, j) for i in range(len(INSTRUMENTS)) for p in range(cfg.presets, cfg.presets + x)
                       for j in range(cfg.notes_per_preset)]
@@ -647,7 +626,8 @@ def make_clip(cfg: Config, job: tuple) -> dict:
     elif kind == "cmd":  # "[please] ACTION [the] OBJECT" in a random style; fixed 3 s so clips batch together
         s, a, o, rep, style_i = spec
         style = list(STYLES)[style_i]
-        words = (["please"] if rng.uniform() < 0.4 else []) + [ACTIONS[a]] + (["the"] if rng.uniform() < 0.5 else []) + [OBJECTS[o]]
+        words = (["please"] if rng.uniform() < 0.4 else []) + [ACTIONS[a]]
+        words += (["the"] if rng.uniform() < 0.5 else []) + [OBJECTS[o]]
         wav, labels = speak(rng, speaker(s), style, words)
         n = 3 * SR
         wav = np.concatenate([wav, 0.01 * np.std(wav) * rng.standard_normal(max(0, n - len(wav)))])[:n]
@@ -697,13 +677,16 @@ def task_rows(cfg: Config, clips: list) -> dict:
         own = [c for c in cmd if c["speaker"] == s and c["rep"] < cfg.ic_reps]
         order = np.random.default_rng([cfg.seed, 100 + s]).permutation(len(own))  # intents in every split
         rows["SID"] += [(c["file"], f"spk{s:02d}", split_of(int(k), len(own), (0.6, 0.2))) for c, k in zip(own, order)]
-        rows["SID"] += [(c["file"], f"spk{s:02d}", "test") for c in cmd if c["speaker"] == s and c["rep"] >= cfg.ic_reps]
+        rows["SID"] += [(c["file"], f"spk{s:02d}", "test") for c in cmd
+                        if c["speaker"] == s and c["rep"] >= cfg.ic_reps]
     sing = by_kind.get("sing", [])
     for s in range(cfg.singers):  # SingerID: the same singers in every split, unseen clips in valid and test
         own = [c for c in sing if c["singer"] == s and c["rep"] < cfg.sing_reps]
         order = np.random.default_rng([cfg.seed, s]).permutation(len(own))  # mix techniques across splits
-        rows["SingerID"] += [(c["file"], f"singer{s:02d}", split_of(int(k), len(own), (0.6, 0.2))) for c, k in zip(own, order)]
-        rows["SingerID"] += [(c["file"], f"singer{s:02d}", "test") for c in sing if c["singer"] == s and c["rep"] >= cfg.sing_reps]
+        rows["SingerID"] += [(c["file"], f"singer{s:02d}", split_of(int(k), len(own), (0.6, 0.2)))
+                             for c, k in zip(own, order)]
+        rows["SingerID"] += [(c["file"], f"singer{s:02d}", "test") for c in sing
+                             if c["singer"] == s and c["rep"] >= cfg.sing_reps]
     for c in sing:
         if c["rep"] < cfg.sing_reps:  # unseen singers (the extra singers are test ones)
             rows["Technique"].append((c["file"], c["technique"], split_of(c["singer"], cfg.singers, (0.6, 0.2))))
@@ -714,6 +697,11 @@ def task_rows(cfg: Config, clips: list) -> dict:
     for c in by_kind.get("song", []):  # unseen songs; the extra songs are test ones
         rows["Genre"].append((c["file"], c["genre"], split_of(c["rep"], cfg.songs_per_style, (0.6, 0.2))))
     return rows
+
+
+def manifest_config(cfg: Config) -> dict:
+    """What decides the audio: the generator version and every field but the folder and the worker count."""
+    return dict(version=VERSION, **{k: v for k, v in asdict(cfg).items() if k not in ("data_dir", "workers")})
 
 
 def _work(args):
@@ -727,7 +715,7 @@ def generate(cfg: Config) -> dict:
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
             manifest = json.load(f)
-        if manifest["config"] == dict(version=VERSION, **{k: v for k, v in asdict(cfg).items() if k not in ("data_dir", "workers")}):
+        if manifest["config"] == manifest_config(cfg):
             return manifest
         print(f"{manifest_path} was made with another config; regenerating", flush=True)
         os.remove(manifest_path)  # from here until the new manifest is written, the folder is incomplete and says so
@@ -761,8 +749,9 @@ def generate(cfg: Config) -> dict:
     for d in folders:
         shutil.rmtree(os.path.join(cfg.data_dir, d), ignore_errors=True)
         os.rename(os.path.join(cfg.data_dir, d + ".partial"), os.path.join(cfg.data_dir, d))
-    minutes = {k: sum(c["seconds"] for c in clips if c["kind"] == k) / 60 for k in SET_IDS if any(c["kind"] == k for c in clips)}
-    manifest = dict(config=dict(version=VERSION, **{k: v for k, v in asdict(cfg).items() if k not in ("data_dir", "workers")}),
+    minutes = {k: sum(c["seconds"] for c in clips if c["kind"] == k) / 60 for k in SET_IDS
+               if any(c["kind"] == k for c in clips)}
+    manifest = dict(config=manifest_config(cfg),
                     minutes=minutes, clips=len(clips), seconds_to_make=round(time.time() - t0, 1))
     with open(manifest_path + ".tmp", "w") as f:
         json.dump(manifest, f, indent=1)
@@ -778,40 +767,136 @@ def ensure_data(data_dir: str) -> None:
         generate(Config(data_dir=data_dir))
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Classical features on the encoders' frame grid: the log-mel baseline (SUPERB's FBANK), the speech teacher's MFCC
+# units, the music teacher's chroma units and CQT-like target (MERT). Torch, so they batch with the encoders.
+
+@functools.lru_cache
+def mel_filterbank(n_mels: int = 80, n_fft: int = 512, fmin: float = 0.0, fmax: float = 8000.0) -> torch.Tensor:
+    """Triangular filters evenly spaced on the HTK mel scale -> (n_fft // 2 + 1, n_mels)."""
+    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+    hz = 700 * (10 ** (np.linspace(mel(fmin), mel(fmax), n_mels + 2) / 2595) - 1)
+    bins = np.fft.rfftfreq(n_fft, 1 / SR)[:, None]
+    lo, mid, hi = hz[None, :-2], hz[None, 1:-1], hz[None, 2:]
+    fb = np.maximum(0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
+    return torch.tensor(fb, dtype=torch.float32)
+
+
+def frame_power(wav: torch.Tensor, win: int, n_fft: int = 0) -> torch.Tensor:
+    """Power spectra of Hann windows of `win` samples centred on the frame grid (frame i on sample 320 i + 200),
+    zero-padded to n_fft (default win). (B, n) -> (B, T, n_fft // 2 + 1), T = n_frames(n)."""
+    pad = (win - WIN) // 2
+    x = torch.nn.functional.pad(wav, (pad, pad + win))
+    frames = x.unfold(-1, win, HOP)[:, :n_frames(wav.shape[-1])] * torch.hann_window(win)  # (B, T, win)
+    return torch.fft.rfft(frames, n=n_fft or win).abs() ** 2
+
+
+def mel_power(wav: torch.Tensor) -> torch.Tensor:
+    """80 mel bands of a 400-sample (25 ms) window, each frame covering exactly an encoder frame. (B, T, 80)."""
+    return frame_power(wav, WIN, 512) @ mel_filterbank()
+
+
+def log_mel(wav: torch.Tensor) -> torch.Tensor:
+    """The FBANK baseline every score is normalised against. (B, n) -> (B, T, 80)."""
+    return torch.log(mel_power(wav) + 1e-6)
+
+
+def mfcc(wav: torch.Tensor, n_mfcc: int = 13) -> torch.Tensor:
+    """MFCCs with deltas, 39 dims per 20 ms frame (HuBERT iteration 1 clusters these). (B, n) -> (B, T, 39)."""
+    logmel = torch.log(frame_power(wav, 512) @ mel_filterbank(40) + 1e-6)  # (B, T, 40)
+    k = torch.arange(40)
+    dct = torch.cos(math.pi / 40 * (k[:, None] + 0.5) * torch.arange(n_mfcc)[None])  # (40, 13) DCT-II
+    c = logmel @ dct
+    d1 = torch.gradient(c, dim=1)[0]
+    return torch.cat([c, d1, torch.gradient(d1, dim=1)[0]], -1)
+
+
+def semitone_spectrum(wav: torch.Tensor, bins_per_semitone: int = 3) -> torch.Tensor:
+    """A CQT-like log spectrum: a 128 ms window (enough resolution for low notes) folded into bins spaced by 1/3
+    semitone from MIDI 28 to 100 (41 Hz - 2.6 kHz). MERT's musical teacher reconstructs a CQT. (B, T, 216)."""
+    n_fft = 2048
+    power = frame_power(wav, n_fft)  # (B, T, 1025)
+    freqs = torch.fft.rfftfreq(n_fft, 1 / SR)
+    centres = 440 * 2 ** ((torch.arange(28 * bins_per_semitone, 100 * bins_per_semitone) / bins_per_semitone - 69) / 12)
+    width = centres * (2 ** (1 / (12 * bins_per_semitone)) - 1)  # one bin's bandwidth
+    fb = torch.exp(-0.5 * ((freqs[:, None] - centres[None]) / torch.clamp(width, min=freqs[1] / 2)) ** 2)
+    return torch.log(power @ (fb / fb.sum(0)) + 1e-6)
+
+
+def chroma(wav: torch.Tensor) -> torch.Tensor:
+    """Energy per pitch class: bin j holds MIDI notes 28 + j + 12 k. (B, n) -> (B, T, 12)."""
+    semis = semitone_spectrum(wav, 1).exp()  # (B, T, 72), one bin per semitone
+    return semis.view(*semis.shape[:2], 6, 12).sum(2)
+
+
+# ================================================================================================================
+# Part 2: plumbing (skip on first read): reading and writing audio files, the command line shared by every script
+
+def resample(wav: np.ndarray, sr_in: int, sr_out: int = SR) -> np.ndarray:
+    """Band-limited resampling by the FFT: keep the spectrum below both Nyquist limits, change the length.
+    Exact for band-limited periodic signals; the ends see a small wrap-around, harmless for clips of seconds."""
+    if sr_in == sr_out:
+        return wav
+    n_out = max(1, int(round(len(wav) * sr_out / sr_in)))
+    spec = np.fft.rfft(wav.astype(np.float64))
+    keep = min(len(spec), n_out // 2 + 1)
+    out_spec = np.zeros(n_out // 2 + 1, dtype=complex)
+    out_spec[:keep] = spec[:keep]
+    if n_out % 2 == 0 and keep == n_out // 2 + 1:
+        out_spec[-1] = out_spec[-1].real  # the new Nyquist bin of an even length must be real
+    return (np.fft.irfft(out_spec, n_out) * (n_out / len(wav))).astype(np.float32)
+
+
+def read_audio(path: str, max_seconds: float = 30.0) -> np.ndarray:
+    """Any file soundfile reads -> (n,) float32 at 16 kHz, normalised.
+    The rule for foreign audio: channels averaged to mono; NaN/inf set to 0; resampled to 16 kHz; longer than
+    max_seconds -> the centre max_seconds; shorter than one frame (400 samples) -> zero-padded to one frame."""
+    try:
+        wav, sr = sf.read(path, dtype="float32", always_2d=True)  # (n, channels)
+    except Exception as e:  # soundfile raises several types; one clear line is what the user needs
+        raise ValueError(f"cannot read audio file {path!r} ({type(e).__name__}: {e}); give a WAV/FLAC/OGG file") \
+            from None
+    if wav.shape[0] == 0:
+        raise ValueError(f"audio file {path!r} is empty (0 samples); remove it or replace it")
+    wav = np.nan_to_num(wav.mean(axis=1))
+    wav = resample(wav, sr, SR)
+    max_n = int(max_seconds * SR)
+    if len(wav) > max_n:
+        start = (len(wav) - max_n) // 2
+        wav = wav[start:start + max_n]
+    if len(wav) < WIN:
+        wav = np.pad(wav, (0, WIN - len(wav)))
+    return normalize(wav)
+
+
+def write_wav(path: str, wav: np.ndarray) -> None:
+    """16-bit WAV, peak-normalised to 0.9 (the encoders normalise per clip anyway)."""
+    peak = max(float(np.abs(wav).max()), 1e-8)
+    sf.write(path, (0.9 * wav / peak).astype(np.float32), SR, subtype="PCM_16")
+
+
 def config_parser(cls, doc: str) -> argparse.ArgumentParser:
-    """The command line of a script, derived from its Config dataclass (one source of truth): a --flag per field,
-    its help the field's trailing comment, its group the comment line above it; a bool becomes --name / --no-name.
-    Bad input is one line (error: ...), exit status 1."""
+    """A script's command line from its Config (one source of truth): a --flag per field, its help the field's
+    trailing comment, its group the comment line above it; a bool becomes --name / --no-name. Errors: one line."""
     parser = _OneLineParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    comments, group = _field_comments(cls), parser
-    for f in fields(cls):
-        heading = comments.get(("heading", f.name))
-        if heading:
-            group = parser.add_argument_group(heading)
-        kind = type(f.default)
-        kw = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind, metavar=kind.__name__.upper())
-        group.add_argument("--" + f.name, default=f.default, help=comments.get(f.name, "") + " (default: %(default)s)", **kw)
+    group, heading = parser, None
+    for line in inspect.getsource(cls).splitlines():
+        field = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
+        if re.match(r"\s+# ", line):
+            heading = line.strip()[2:]
+        elif field:
+            if heading:
+                group, heading = parser.add_argument_group(heading), None
+            f = next(f for f in fields(cls) if f.name == field.group(1))
+            kind = type(f.default)
+            kw = dict(action=argparse.BooleanOptionalAction) if kind is bool else dict(type=kind, metavar=kind.__name__)
+            group.add_argument("--" + f.name, default=f.default, help=field.group(2) + " (default: %(default)s)", **kw)
     return parser
 
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         sys.exit(f"error: {message}; see --help")
-
-
-def _field_comments(cls) -> dict:
-    """name -> the trailing comment of its line; ("heading", name) -> a comment line standing above that field."""
-    import inspect
-    out, heading = {}, None
-    for line in inspect.getsource(cls).splitlines():
-        field = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
-        if field:
-            out[field.group(1)] = field.group(2)
-            if heading:
-                out[("heading", field.group(1))], heading = heading, None
-        elif re.match(r"\s+# ", line):
-            heading = line.strip()[2:]
-    return out
 
 
 def check_config(cfg, ranges: dict = (), choices: dict = ()) -> None:
@@ -836,18 +921,14 @@ def one_line(e: BaseException) -> str:
     return f"error: {e}"
 
 
-def parse_args(argv=None) -> Config:
-    cfg = Config(**vars(config_parser(Config, __doc__).parse_args(argv)))
-    return cfg
-
-
 def main(argv=None):
-    cfg = parse_args(argv)
+    cfg = Config(**vars(config_parser(Config, __doc__).parse_args(argv)))
     print(json.dumps(asdict(cfg)), flush=True)
     try:
-        check_config(cfg, ranges=dict(pool_minutes=(0.01, None), pool_clip_s=(1.0, None), speakers=(5, None), ks_reps=(1, None),
-                                      ic_reps=(1, None), singers=(5, None), sing_reps=(1, None), presets=(3, None),
-                                      notes_per_preset=(1, 48), songs_per_style=(5, None), test_scale=(1, None), workers=(1, None)))
+        check_config(cfg, ranges=dict(pool_minutes=(0.01, None), pool_clip_s=(1.0, None), speakers=(5, None),
+                                      ks_reps=(1, None), ic_reps=(1, None), singers=(5, None), sing_reps=(1, None),
+                                      presets=(3, None), notes_per_preset=(1, 48), songs_per_style=(5, None),
+                                      test_scale=(1, None), workers=(1, None)))
         manifest = generate(cfg)
     except (ValueError, OSError, KeyboardInterrupt) as e:
         sys.exit(one_line(e))
@@ -857,7 +938,7 @@ def main(argv=None):
             rows = list(csv.DictReader(f))
         counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "valid", "test")}
         classes = len({lab for r in rows for lab in (r["frames"].split() if task == "PR" else [r["label"]])})
-        print(f"{task:10s} {domain:6s} {classes:3d} classes  train {counts['train']:4d}  valid {counts['valid']:4d}  test {counts['test']:4d}")
+        print(f"{task:10s} {domain:6s} {classes:3d} classes  " + "  ".join(f"{s} {n:4d}" for s, n in counts.items()))
     print(f"data ready in {cfg.data_dir}/ ({manifest['clips']} clips, made in {manifest['seconds_to_make']} s)")
 
 

@@ -1,28 +1,23 @@
-"""Tiny HuBERT/MERT teachers and DistilHuBERT-style distillation into a 2-layer student (paper Sec. 2-3).
+"""Teachers, theta0 and DistilHuBERT-style distillation of a 2-layer student: the first half of the paper's method.
 
-The pipeline of Ritter-Gutierrez et al. (Interspeech 2025), steps 1-3 and 6 of ../shared/PAPER.md Sec. 2:
   1. teachers: a speech teacher (HuBERT-like: masked prediction of k-means units of MFCCs) and a music teacher
-     (MERT-like: units of MFCC + chroma, plus reconstruction of a semitone-spaced spectrum on masked frames),
-     pretrained here on the synthetic pools when data/teachers/{speech,music}.pt are missing;
-  2. theta0: a 2-layer student whose conv extractor, projection, positional conv and layers come from the SPEECH
-     teacher's lower layers, written once to out/theta0.pt with a fingerprint;
-  3. distillation from one teacher (--domain speech|music) or both at once (--domain both, the ensemble baseline):
-     prediction heads regress teacher layers at 1/3, 2/3, 3/3 of its depth with L1 - log sigmoid(cos).
+     (MERT-like: units of MFCCs + chroma, plus reconstruction of a CQT-like spectrum), tiny, pretrained here on
+     the synthetic pools when data/teachers/{speech,music}.pt are missing;
+  2. theta0: the student (2 layers) copied from the SPEECH teacher's conv front end and lower layers, written once
+     to out/theta0.pt with a fingerprint; both students start from it, which is what makes their task vectors add;
+  3. distillation from one teacher (--domain speech|music: a student, hence a task vector) or both at once
+     (--domain both: the ensemble baseline): heads regress teacher layers at 1/3, 2/3, 3/3 of its depth.
 
-One Encoder class with HuBERT Base's architecture serves as teacher, student and (with real weights) HuBERT itself:
-7-layer conv feature extractor (hop 320, 50 Hz) -> [LayerNorm] -> Linear to D -> weight-normed grouped positional
-conv -> LayerNorm -> post-LN transformer layers. forward(wav) returns every hidden state: hidden[0] is the input to
-layer 1, hidden[i] the output of layer i.
+One Encoder class with HuBERT Base's architecture serves as teacher, student and (with real weights) HuBERT, MERT or
+DistilHuBERT themselves. Part 1 is the method; Part 2 (after the banner) the plumbing.
 
-Usage:  python tiny_distill.py --domain music          # data, teachers and theta0 made if missing
+Usage:  python tiny_distill.py --domain music          # data, theta0 (and teachers) made if missing
         python tiny_distill.py --domain speech --seed 1
         python tiny_distill.py --domain both           # ensemble distillation
-        python tiny_distill.py --pretrain speech       # rebuild a teacher
-        python tiny_distill.py --pretrain music --front_end_steps 0 --teacher_music /tmp/m.pt   # random frozen front end
-        python tiny_distill.py --domain music --cache_targets       # teacher targets cached on disk, reused
+        python tiny_distill.py --pretrain speech       # rebuild a teacher (about 16 minutes on 2 cores)
         python tiny_distill.py --bench                 # step times, FLOP/s, ratio to transformers' HubertModel
         torchrun --nproc_per_node 2 tiny_distill.py --domain music  # DDP
-        python tiny_distill.py --preset paper --teacher_speech hubert_base_ls960.pt \
+        python tiny_distill.py --preset paper --teacher_speech hubert_base_ls960.pt \\
             --teacher_music MERT-v0-public/ --speech_dir LibriSpeech/ --init out/theta0_paper.pt   # real teachers
 """
 import argparse
@@ -38,6 +33,7 @@ import time
 import types
 import warnings
 from dataclasses import asdict, dataclass, fields
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -47,61 +43,68 @@ import torch.nn.functional as F
 
 import tasks
 
-try:
-    import resource  # peak memory of the process, for the cost table; Unix only
-except ImportError:
-    resource = None
-
 
 @dataclass
 class Config:
-    domain: str = "music"  # teacher(s) to distil from: speech | music | both (ensemble baseline)
+    # what to distil
+    domain: str = "music"  # teacher(s) to distil from: speech | music | both (the ensemble baseline)
     data: str = ""  # distillation audio: speech | music | mix; empty = the domain's own pool (mix for both)
-    steps: int = 500  # distillation steps (DEVIATION: hundreds, not the paper's 200k; 3.3 min on 2 CPU cores)
+    seed: int = 0  # crop order of the run; theta0 and the heads' init do not depend on it
+    # the student's recipe (DistilHuBERT)
+    steps: int = 500  # distillation steps (DEVIATION: hundreds, not the paper's 200k)
     batch: int = 8  # crops per step
     crop_s: float = 2.0  # crop length, seconds
     lr: float = 5e-4  # peak AdamW learning rate
-    warmup_frac: float = 0.07  # linear warmup, then linear decay to 0 (DistilHuBERT)
-    conv_grad_mult: float = 0.1  # gradient scale of the student's conv extractor (DistilHuBERT feature_grad_mult)
-    seed: int = 0  # data order and masking; theta0 does not depend on it
+    warmup_frac: float = 0.07  # linear warmup over this fraction of the steps, then linear decay to 0
+    conv_grad_mult: float = 0.1  # gradient scale of the student's conv front end (DistilHuBERT's feature_grad_mult)
+    # files
     out_dir: str = ""  # run folder; empty = out/<domain>_<data>_s<seed>
     data_dir: str = "data"  # corpora (made by tasks.py if missing)
-    speech_dir: str = ""  # speech audio for distillation (e.g. LibriSpeech/train-clean-100); empty = data_dir/pool_speech
-    music_dir: str = ""  # music audio for distillation, any folder of audio files; empty = data_dir/pool_music
-    teacher_speech: str = "data/teachers/speech.pt"  # speech teacher checkpoint (pretrained here if missing)
-    teacher_music: str = "data/teachers/music.pt"  # music teacher checkpoint (pretrained here if missing)
+    speech_dir: str = ""  # speech audio to distil on, any folder tree of audio files; empty = data_dir/pool_speech
+    music_dir: str = ""  # music audio to distil on, any folder tree of audio files; empty = data_dir/pool_music
+    teacher_speech: str = "data/teachers/speech.pt"  # speech teacher: ours, or a HuBERT-family checkpoint
+    teacher_music: str = "data/teachers/music.pt"  # music teacher: ours, or a HuBERT-family checkpoint (MERT)
     init: str = "out/theta0.pt"  # theta0, the shared student init (made from the speech teacher if missing)
-    init_only: bool = False  # write theta0 and stop
-    pretrain: str = ""  # speech | music: (re)train that teacher and stop
-    teacher_steps: int = 2000  # speech teacher pretraining steps, split evenly over its iterations
-    music_teacher_steps: int = 1000  # music teacher pretraining steps (fewer: its wider front end costs 2x a step)
-    front_end_steps: int = 800  # teacher stage 0: steps fitting the conv extractor to spectra (0: random, frozen)
-    speech_iterations: int = 1  # HuBERT-style unit iterations for the speech teacher (2: then units of layer 3)
-    recon_weight: float = 1.0  # music teacher: weight of the semitone-spectrum reconstruction (MERT's CQT loss)
+    # teachers, pretrained when a default teacher file is missing or with --pretrain
+    pretrain: str = ""  # speech | music: (re)train that teacher into --teacher_<domain> and stop
+    teacher_steps: int = 2000  # speech teacher's masked-prediction steps, split evenly over its iterations
+    music_teacher_steps: int = 1000  # music teacher's masked-prediction steps (its wider front end costs 2x a step)
+    front_end_steps: int = 800  # teacher stage 0: steps fitting the conv front end to spectra (0: random, frozen)
+    speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)
+    recon_weight: float = 1.0  # music teacher: weight of the masked CQT-like spectrum regression (MERT's CQT loss)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
-    teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in PILOTS.md)
-    teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 in the paper's targets)
+    teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in pilots)
+    # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
+    teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 for the paper's first target)
     dim: int = 192  # teacher and student width D
-    conv_channels: int = 64  # conv extractor channels C (speech teacher, theta0 and students)
+    conv_channels: int = 64  # conv front end channels C of the speech teacher, theta0 and the students
     music_conv_channels: int = 128  # the music teacher's C (never in theta0; 0: conv_channels); pitch needs width
+    # what to run
+    init_only: bool = False  # write theta0 and stop
     resume: bool = False  # continue from out_dir/checkpoint.pt
-    bf16: str = "auto"  # bfloat16 autocast: auto (CUDA, or a CPU with AMX) | on | off
+    bench: bool = False  # time this config's student step and teacher forward (and transformers') and stop
+    preset: str = ""  # paper: the paper's student recipe for a GPU and real teachers (PRESETS); flags still win
+    # machine
+    bf16: str = "auto"  # bfloat16 autocast: auto (CUDA only; CPU runs stay fp32, same digits everywhere) | on | off
     threads: int = 0  # torch threads (0 = torch's default)
+    compile: bool = False  # torch.compile the student and heads (GPU; compiling costs minutes on a CPU)
+    cache_targets: bool = False  # distil from a fixed crop bank whose teacher targets are cached on disk (data/cache/)
+    cache_crops: int = 0  # crops in that bank (0 = steps x batch)
     log_every: int = 50  # steps between log lines
     ckpt_every: int = 250  # steps between checkpoints
-    cache_targets: bool = False  # distil from a fixed crop bank with the teachers' targets cached on disk (data/cache/)
-    cache_crops: int = 0  # crops in that bank (0 = steps x batch)
-    compile: bool = False  # torch.compile the student and heads (GPU; compiling costs minutes on a CPU)
-    bench: bool = False  # time the student step and teacher forward of this config (and transformers') and stop
-    preset: str = ""  # paper: the paper's student recipe (steps, batch, crop, lr; see PRESETS)
+
+
+# DistilHuBERT's recipe as the paper's students used it, for a GPU and real teachers (HuBERT Base sizes).
+PRESETS = {"paper": dict(steps=200_000, batch=24, crop_s=15.6, lr=2e-4, warmup_frac=0.07, conv_grad_mult=0.1,
+                         teacher_layers=12, dim=768, conv_channels=512, log_every=500, ckpt_every=5000)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The encoder, bottom-up (HuBERT Base architecture, PAPER.md Sec. 3; sizes from EncoderConfig)
+# The encoder, bottom-up: HuBERT Base's architecture, every size from EncoderConfig
 
 @dataclass
 class EncoderConfig:
-    conv_channels: int = 512  # C, conv extractor channels
+    conv_channels: int = 512  # C, conv front end channels
     dim: int = 768  # D, transformer width
     layers: int = 12  # transformer layers
     heads: int = 12  # attention heads
@@ -114,22 +117,17 @@ class EncoderConfig:
 CONV_LAYERS = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2  # (kernel, stride): hop 320, receptive field 400
 
 
-def conv_frames(n_samples: int) -> int:
-    """Frames out of the conv extractor for n_samples: the 7 valid convolutions one after another."""
-    for k, s in CONV_LAYERS:
-        n_samples = (n_samples - k) // s + 1
-    return max(0, n_samples)
-
-
 class ConvFeatureExtractor(nn.Module):
-    """wav (B, n) -> (B, T, C). No conv bias; GroupNorm(C groups) after conv 0 only (fairseq "default" mode)."""
+    """wav (B, n) -> (B, T, C), T = tasks.n_frames(n). No conv bias; GroupNorm(C groups) after conv 0 only
+    (fairseq's "default" mode)."""
 
     def __init__(self, C: int):
         super().__init__()
-        self.convs = nn.ModuleList(nn.Conv1d(1 if i == 0 else C, C, k, s, bias=False) for i, (k, s) in enumerate(CONV_LAYERS))
+        self.convs = nn.ModuleList(nn.Conv1d(1 if i == 0 else C, C, k, s, bias=False)
+                                   for i, (k, s) in enumerate(CONV_LAYERS))
         self.norm = nn.GroupNorm(C, C)
         for conv in self.convs:
-            nn.init.kaiming_normal_(conv.weight)  # fairseq's init; torch's default leaves outputs ~1e-7 (PILOTS.md)
+            nn.init.kaiming_normal_(conv.weight)  # fairseq's init; torch's default leaves outputs at ~1e-7
 
     def forward(self, wav):
         if wav.shape[-1] < tasks.WIN:
@@ -155,9 +153,10 @@ class PositionalConv(nn.Module):
 
     def forward(self, x):  # (B, T, D) -> (B, T, D)
         w = self.weight_g * self.weight_v / self.weight_v.norm(dim=(0, 1), keepdim=True)
-        # fp32 on purpose: torch 2.13's CPU bf16 grouped conv is wrong for 8-12 channels per group (PILOTS.md)
+        # fp32 on purpose: torch 2.13's CPU bf16 grouped conv is wrong for 8-12 channels per group
         with torch.autocast(x.device.type, enabled=False):
-            y = F.conv1d(x.float().transpose(1, 2), w.float(), self.bias.float(), padding=self.kernel // 2, groups=self.groups)
+            y = F.conv1d(x.float().transpose(1, 2), w.float(), self.bias.float(), padding=self.kernel // 2,
+                         groups=self.groups)
         if self.kernel % 2 == 0:
             y = y[:, :, :-1]
         return F.gelu(y).transpose(1, 2).to(x.dtype)
@@ -171,7 +170,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):  # (B, T, D) -> (B, T, D)
         B, T, D = x.shape
-        q, k, v = (p(x).view(B, T, self.heads, D // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (p(x).view(B, T, self.heads, D // self.heads).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
         y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, D / H), fused where available
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
 
@@ -192,7 +192,8 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """wav (B, n) -> list of layers + 1 hidden states, each (B, T, D), T = conv_frames(n)."""
+    """wav (B, n) -> layers + 1 hidden states, each (B, T, D): hidden[0] is the input to layer 1 (after the
+    positional conv), hidden[i] the output of layer i."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -211,7 +212,7 @@ class Encoder(nn.Module):
 
     def forward(self, wav, mask=None, conv_grad_mult: float = 1.0):
         """mask: (B, T) bool, frames replaced by mask_emb (teacher pretraining). conv_grad_mult scales the conv
-        extractor's gradient without changing its output (DistilHuBERT's feature_grad_mult)."""
+        front end's gradient without changing its output (DistilHuBERT's feature_grad_mult)."""
         x = self.conv(wav)  # (B, T, C)
         if conv_grad_mult != 1.0:
             x = x * conv_grad_mult + x.detach() * (1 - conv_grad_mult)
@@ -232,6 +233,360 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Teachers: tiny HuBERT (speech) and MERT (music), pretrained on the synthetic pools in three steps:
+# 1) fit the conv front end to the domain's spectrum, 2) cluster k-means units, 3) predict them on masked frames
+
+@dataclass
+class TeacherRecipe:
+    """What makes the speech teacher HuBERT-like and the music teacher MERT-like; everything else is shared."""
+    seed: int  # its init and data draws
+    conv_channels: int  # C of its conv front end (the music teacher's never enters theta0)
+    steps: int  # masked-prediction steps, split evenly over the iterations
+    peak_lr: float
+    iterations: int  # HuBERT-style unit iterations (the second clusters the middle layer)
+    spectrum: str  # what stage 0 regresses, for the log
+    front_end_target: Callable  # wav (B, n) -> (B, T, bins) power spectrum for stage 0
+    units: str  # what iteration 1 clusters, for the log
+    unit_features: Callable  # wav (B, n) -> (B, T, d) features whose k-means clusters are the targets
+    recon_bins: int  # > 0: also regress the CQT-like spectrum of masked frames (MERT's musical teacher)
+
+
+def mel_and_semitone_power(wav):
+    """Mel bands (timbre, the whole band) next to the 1/3-semitone spectrum of a 128 ms window (pitch, 41 Hz - 2.6
+    kHz), whose fine low-frequency resolution asks the front end to find each note's period. (B, T, 80 + 216)."""
+    return torch.cat([tasks.mel_power(wav), tasks.semitone_spectrum(wav).exp()], -1)
+
+
+def mfcc_and_chroma(wav):
+    """DEVIATION: MERT-v0 clusters log-mel + chroma; here log-mel units left timbre to the front end alone (README,
+    Teachers). (B, T, 39 + 12)."""
+    chroma = tasks.chroma(wav)
+    return torch.cat([tasks.mfcc(wav), torch.log(chroma / chroma.sum(-1, keepdim=True) + 1e-3)], -1)
+
+
+def teacher_recipe(cfg: Config, domain: str) -> TeacherRecipe:
+    if domain == "speech":  # HuBERT: units of MFCCs (iteration 1)
+        return TeacherRecipe(1000, cfg.conv_channels, cfg.teacher_steps, cfg.teacher_lr_speech, cfg.speech_iterations,
+                             "mel", tasks.mel_power, "MFCC", tasks.mfcc, 0)
+    return TeacherRecipe(1001, cfg.music_conv_channels or cfg.conv_channels, cfg.music_teacher_steps,  # MERT
+                         cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_power, "MFCC + chroma",
+                         mfcc_and_chroma, 216)
+
+
+def teacher_config(cfg: Config, recipe: TeacherRecipe) -> EncoderConfig:
+    if cfg.preset == "paper":
+        return EncoderConfig()  # HuBERT Base's sizes
+    # DEVIATION: tiny teachers (6 layers x 192) stand in for HuBERT Base and MERT-v0-public (12 x 768)
+    return EncoderConfig(conv_channels=recipe.conv_channels, dim=cfg.dim, layers=cfg.teacher_layers,
+                         heads=max(1, cfg.dim // 48), ffn=4 * cfg.dim, pos_kernel=64, pos_groups=cfg.dim // 16)
+
+
+def fit_front_end(enc: Encoder, pools: dict, domain: str, recipe: TeacherRecipe, cfg: Config, g: torch.Generator,
+                  steps: int, device: str) -> float:
+    """Stage 0: train the conv front end and a linear read-out to regress each frame's spectrum (cube-root
+    compressed, PLP's loudness law; standardised over the pool, not per clip, so the clip's spectral envelope stays
+    in the target). Returns the explained variance of the last batch.
+    DEVIATION: HuBERT trains its front end end to end; at our scale one trained on units collapsed, and a frozen
+    random one keeps little of what log-mel keeps. A regression target cannot be met by discarding the spectrum."""
+    print(f"teacher {domain} stage 0: fitting the conv front end to {recipe.spectrum} spectra ({steps} steps)",
+          flush=True)
+    crop_n = int(cfg.crop_s * tasks.SR)
+    spectrum = lambda wav: recipe.front_end_target(wav) ** (1 / 3)  # noqa: E731
+    with torch.no_grad():
+        ref = spectrum(read_crops(pools, draw_crops(pools, domain, 32, crop_n, g), crop_n)).flatten(0, 1)
+        mean, std = ref.mean(0), ref.std(0) + 1e-5
+    readout = nn.Linear(enc.cfg.conv_channels, len(mean)).to(device)
+    params = list(enc.conv.parameters()) + list(readout.parameters())
+    peak_lr = 3e-3
+    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        wav = read_crops(pools, draw_crops(pools, domain, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
+        with torch.no_grad():
+            target = ((spectrum(wav) - mean) / std).to(device)  # (B, T, bins)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, peak_lr, 0.05)
+        err = ((readout(enc.conv(wav.to(device))) - target) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        err.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        if step % cfg.log_every == 0 or step == steps:
+            el = time.time() - t0
+            print(f"front end step {step}/{steps} {domain} spectrum explained variance {1 - err.item():.3f} "
+                  f"{el / step * 1000:.0f} ms/step ETA {el / step * (steps - step) / 60:.1f} min", flush=True)
+    return 1 - err.item()
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, g: torch.Generator) -> torch.Tensor:
+    """Lloyd's k-means on standardised rows, k-means++ seeding. x (N, d) -> centroids (k, d)."""
+    centroids = x[torch.randint(len(x), (1,), generator=g)]
+    for _ in range(1, k):  # k-means++: next seed with probability proportional to squared distance
+        d = torch.cdist(x, centroids).min(1).values ** 2
+        centroids = torch.cat([centroids, x[torch.multinomial(d / d.sum(), 1, generator=g)]])
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(1)
+        for j in range(k):
+            members = x[assign == j]
+            if len(members):
+                centroids[j] = members.mean(0)
+    return centroids
+
+
+def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span: int = 10) -> torch.Tensor:
+    """HuBERT masking (mask_prob 0.8 / span 10): each frame starts a masked span of `span` frames with probability
+    start_prob; about half the frames end up masked. -> (B, T) bool."""
+    starts = (torch.rand(B, T, generator=g) < start_prob).float()
+    starts[torch.arange(B), torch.randint(T, (B,), generator=g)] = 1.0  # at least one span per clip
+    return F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, 1)[:, 0] > 0
+
+
+def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
+    """Build the tiny `domain` teacher and write it to `path`: stage 0, then HuBERT-style masked prediction of
+    k-means units (speech: HuBERT's iterations; music: one, plus MERT's masked CQT regression).
+    DEVIATIONS (reduced scale): the front end is frozen after stage 0; iteration 2 continues from iteration 1's
+    weights instead of starting afresh; a linear unit classifier instead of HuBERT's cosine head; unmasked
+    frames' cross-entropy at weight 0.1 next to the masked frames' (it helped the pilots most)."""
+    recipe, (device, amp) = teacher_recipe(cfg, domain), device_and_amp(cfg)
+    g = torch.Generator().manual_seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    pools, crop_n, n_units = {domain: load_pool(cfg, domain)}, int(cfg.crop_s * tasks.SR), 100
+    enc_cfg = teacher_config(cfg, recipe)
+    enc = Encoder(enc_cfg).to(device)
+    t_start = time.time()  # the whole build, stage 0 included, goes into the checkpoint's "seconds"
+    if cfg.front_end_steps:  # 1) the front end, then frozen (trained on units, it collapsed in every pilot)
+        fit_front_end(enc, pools, domain, recipe, cfg, g, cfg.front_end_steps, device)
+    enc.conv.requires_grad_(False)
+    recon_head, steps = None, recipe.steps // recipe.iterations
+    print(f"teacher {domain}: {count_parameters(enc) / 1e6:.2f}M parameters, {recipe.iterations} x {steps} steps of "
+          f"{cfg.batch * 2} x {cfg.crop_s} s", flush=True)
+    t0 = time.time()
+    for it in range(recipe.iterations):
+        def featurize(wav):  # (B, n) -> (B, T, d): what this iteration's units cluster
+            return recipe.unit_features(wav) if it == 0 else enc(wav.to(device))[enc_cfg.layers // 2].float().cpu()
+        units_of = recipe.units if it == 0 else f"layer {enc_cfg.layers // 2}"
+        print(f"teacher {domain} iteration {it + 1}: k-means ({n_units} units) on {units_of} features of the {domain} "
+              "pool", flush=True)
+        with torch.no_grad():  # 2) units
+            feats = torch.cat([featurize(read_crops(pools, draw_crops(pools, domain, 16, crop_n, g), crop_n))
+                               .flatten(0, 1) for _ in range(16)])
+        mean, std = feats.mean(0), feats.std(0) + 1e-5
+        centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
+        unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
+        if recipe.recon_bins and recon_head is None:
+            recon_head = nn.Linear(enc_cfg.dim, recipe.recon_bins).to(device)
+        params = [p for m in (enc, unit_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=recipe.peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+        for step in range(1, steps + 1):  # 3) masked prediction
+            wav = read_crops(pools, draw_crops(pools, domain, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
+            with torch.no_grad():
+                units = torch.cdist((featurize(wav) - mean) / std, centroids[None]).argmin(-1)  # (B, T)
+                target_spec = tasks.semitone_spectrum(wav) if recon_head is not None else None
+            mask = span_mask(*units.shape, g)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, steps, recipe.peak_lr, 0.08)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+                top = enc(wav.to(device), mask.to(device))[-1]  # (B, T, D)
+                logits = unit_head(top).float()
+            ce = F.cross_entropy(logits.transpose(1, 2), units.to(device), reduction="none")  # (B, T)
+            m = mask.to(device).float()
+            loss = (ce * m).sum() / m.sum() + 0.1 * (ce * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+            if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
+                spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
+                recon = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)
+                loss = loss + cfg.recon_weight * (recon * m).sum() / m.sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"teacher {domain}: loss is {loss.item()} at step {step}; "
+                                         f"lower --teacher_lr_{domain}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            if step % cfg.log_every == 0 or step == steps:
+                acc = ((logits.argmax(-1) == units.to(device)).float() * m).sum() / m.sum()
+                el, done = time.time() - t0, it * steps + step
+                print(f"teacher {domain} iteration {it + 1} step {step}/{steps} loss {loss.item():.3f} masked-unit "
+                      f"acc {acc.item():.3f} {el / done * 1000:.0f} ms/step "
+                      f"ETA {el / done * (recipe.iterations * steps - done) / 60:.1f} min", flush=True)
+    # stored in float16 (half the size; teachers are frozen, and float32 is restored on load)
+    state = {k: v.cpu().half() if v.is_floating_point() else v.cpu() for k, v in enc.state_dict().items()}
+    save_checkpoint(path, encoder=state, encoder_config=asdict(enc_cfg), domain=domain, steps=recipe.iterations * steps,
+                    seconds=round(time.time() - t_start, 1), fingerprint=fingerprint(state), config=asdict(cfg))
+    print(f"teacher {domain}: wrote {path} (fingerprint {fingerprint(state)}, {time.time() - t_start:.0f} s)",
+          flush=True)
+
+
+def load_or_pretrain_teacher(cfg: Config, domain: str, device: str) -> Encoder:
+    """The frozen teacher at --teacher_<domain>. Pretrained there (about 15 minutes) only when the default path is
+    missing: a path typed on the command line that does not exist is a typo until shown otherwise."""
+    path = cfg.teacher_speech if domain == "speech" else cfg.teacher_music
+    if not os.path.exists(path):
+        if path != getattr(Config, f"teacher_{domain}"):
+            raise ValueError(f"--teacher_{domain} {path}: no such file or folder; check the path, or make a teacher "
+                             f"there with python tiny_distill.py --pretrain {domain} --teacher_{domain} {path}")
+        print(f"no {domain} teacher at {path}: pretraining one (python tiny_distill.py --pretrain {domain})",
+              flush=True)
+        pretrain_teacher(cfg, domain, path)
+    return load_encoder(path, device)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# theta0 (paper: both students start from HuBERT's CNN and first two layers): stored once, with a fingerprint
+
+def student_config(teacher_cfg: EncoderConfig) -> EncoderConfig:
+    return EncoderConfig(**{**asdict(teacher_cfg), "layers": 2})
+
+
+def make_theta0(speech_teacher: Encoder) -> dict:
+    """The student backbone copied from the speech teacher: conv front end, LayerNorms, projection, mask embedding,
+    positional conv and layers 1-2 (DistilHuBERT's init; the paper inits both students so)."""
+    student = Encoder(student_config(speech_teacher.cfg))
+    teacher = speech_teacher.state_dict()
+    state = {k: teacher[k].clone() for k in student.state_dict()}  # every student key is a teacher key
+    load_state(student, state, "theta0", "check the speech teacher")
+    return {k: v.cpu() for k, v in student.state_dict().items()}
+
+
+def load_or_make_theta0(cfg: Config, device: str) -> dict:
+    """theta0's checkpoint (encoder, encoder_config, fingerprint, teacher_fingerprint), made from the speech
+    teacher when --init is missing. Every student records its fingerprint; merge.py refuses a mismatch."""
+    if not os.path.exists(cfg.init):
+        teacher = load_or_pretrain_teacher(cfg, "speech", device)
+        theta0 = make_theta0(teacher)
+        save_checkpoint(cfg.init, encoder=theta0, encoder_config=asdict(student_config(teacher.cfg)),
+                        fingerprint=fingerprint(theta0), teacher_fingerprint=teacher.fingerprint)
+        print(f"theta0: wrote {cfg.init} (fingerprint {fingerprint(theta0)})", flush=True)
+    ckpt = load_checkpoint(cfg.init, "delete it and rerun with --init_only")
+    if fingerprint(ckpt["encoder"]) != ckpt["fingerprint"]:
+        raise ValueError(f"{cfg.init}: tensors do not match the stored fingerprint; delete it and rerun --init_only")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Heads and loss (DistilHuBERT): predict teacher layers 4, 8, 12 (1/3, 2/3, 3/3 of the depth) from the top layer
+
+class PredictionHeads(nn.Module):
+    """One projection to K * D_teacher, GELU, then K separate maps, one per target layer. (B, T, D) -> (B, K, T,
+    D_teacher). Not part of the backbone: never in a task vector."""
+
+    def __init__(self, D: int, D_teacher: int, K: int):
+        super().__init__()
+        self.K, self.D_teacher = K, D_teacher
+        self.proj = nn.Linear(D, K * D_teacher)
+        self.maps = nn.ModuleList(nn.Linear(D_teacher, D_teacher) for _ in range(K))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        h = F.gelu(self.proj(x)).view(B, T, self.K, self.D_teacher)
+        return torch.stack([m(h[:, :, i]) for i, m in enumerate(self.maps)], 1)
+
+
+def target_layers(teacher_layers: int) -> list:
+    return [round(teacher_layers * i / 3) for i in (1, 2, 3)]
+
+
+@torch.no_grad()
+def teacher_targets(teachers: dict, layers: dict, wav: torch.Tensor) -> dict:
+    """Frozen teachers in float32, one forward pass each: domain -> its target layers (B, K, T, D_teacher)."""
+    return {d: torch.stack([hidden[i] for i in layers[d]], 1)
+            for d, hidden in ((d, teacher(wav)) for d, teacher in teachers.items())}
+
+
+def distill_loss(pred: torch.Tensor, target: torch.Tensor):
+    """s3prl's distiller loss per head: mean L1 - mean log sigmoid(cos) over frames, averaged over heads.
+    pred, target: (B, K, T, D) -> (loss, per-head L1 (K,), per-head cos (K,))."""
+    l1 = (pred - target).abs().mean((0, 2, 3))  # (K,)
+    cos = F.cosine_similarity(pred, target, dim=-1)  # (B, K, T)
+    loss = (l1 - F.logsigmoid(cos).mean((0, 2))).mean()
+    return loss, l1.detach(), cos.mean((0, 2)).detach()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distillation: theta0 -> teachers -> heads -> loop
+
+class Distiller(nn.Module):
+    """Student backbone + one head set per teacher (the ensemble has two), one module so DDP averages both."""
+
+    def __init__(self, student: Encoder, heads: nn.ModuleDict):
+        super().__init__()
+        self.student, self.heads = student, heads
+
+    def forward(self, wav, conv_grad_mult: float):
+        top = self.student(wav, conv_grad_mult=conv_grad_mult)[-1]  # (B, T, D)
+        return {d: h(top) for d, h in self.heads.items()}  # each (B, K, T, Dt)
+
+
+def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
+    """Linear warmup over warmup_frac of the steps, then linear decay to zero (DistilHuBERT's schedule)."""
+    warm = max(1, int(warmup_frac * total))
+    return peak * step / warm if step < warm else peak * max(0.0, (total - step) / max(1, total - warm))
+
+
+def distill_step(forward, params: list, opt, wav, targets: dict, lr: float, cfg: Config, amp: bool) -> tuple:
+    """One update: the student's predictions, the losses summed over teachers (the ensemble's two with equal
+    weights), backward, clip at 5, AdamW. -> (loss, per-teacher head stats, gradient norm). A non-finite loss
+    stops before the update."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with torch.autocast(wav.device.type, dtype=torch.bfloat16, enabled=amp):
+        preds = forward(wav, cfg.conv_grad_mult)
+    loss, stats = 0.0, {}
+    for d, target in targets.items():
+        head_loss, l1, cos = distill_loss(preds[d].float(), target)
+        loss = loss + head_loss
+        stats[d] = dict(l1=[round(x, 4) for x in l1.tolist()], cos=[round(x, 4) for x in cos.tolist()])
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()  # under DDP the gradients arrive averaged over the ranks
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, 5.0)
+    opt.step()
+    return loss, stats, grad_norm
+
+
+def train(cfg: Config) -> dict:
+    """Distil one student from theta0 and write its run folder (config.json, log.jsonl, checkpoint.pt, student.pt).
+    Returns the final metrics. Under torchrun each rank trains on its slice of the same batch."""
+    run = Run(cfg)  # checks, DDP, device, data and the run folder
+    theta0 = load_or_make_theta0(cfg, run.device)
+    teachers = {d: load_or_pretrain_teacher(cfg, d, run.device) for d in run.domains}
+    speech_fp = teachers["speech"].fingerprint if "speech" in teachers else read_encoder(cfg.teacher_speech)[2]
+    if theta0.get("teacher_fingerprint") != speech_fp:
+        raise ValueError(f"{cfg.init} was made from another speech teacher than {cfg.teacher_speech}; "
+                         "delete it (or pass --init) and rerun with --init_only")
+    torch.manual_seed(1337)  # the heads start the same in every run, like theta0 (the authors' seed)
+    student = Encoder(EncoderConfig(**theta0["encoder_config"]))
+    load_state(student, theta0["encoder"], cfg.init, "delete it and rerun --init_only")
+    heads = nn.ModuleDict({d: PredictionHeads(student.cfg.dim, t.cfg.dim, 3) for d, t in teachers.items()})
+    model = Distiller(student, heads).to(run.device).train()
+    student.mask_emb.requires_grad_(False)  # pretraining only; never used here (and DDP wants no idle parameter)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6)
+    g = torch.Generator().manual_seed(cfg.seed)
+    layers = {d: target_layers(t.cfg.layers) for d, t in teachers.items()}
+    batches = Batches(cfg, run, teachers, layers)  # fresh crops and targets each step, or the cached bank's
+    start = run.resume(student, heads, opt, g) if cfg.resume else 0
+    forward = run.wrap(model)  # DDP and torch.compile where asked
+    run.begin(student, layers, theta0["fingerprint"], start, cached=batches.bank is not None)
+    for step in range(start + 1, cfg.steps + 1):
+        wav, targets = batches.next(g)  # (B, n), {domain: (B, K, T, Dt)}
+        try:
+            loss, stats, grad_norm = distill_step(forward, params, opt, wav, targets, lr_at(step, cfg.steps, cfg.lr,
+                                                  cfg.warmup_frac), cfg, run.amp)
+        except FloatingPointError as e:  # stopped before the update: checkpoint.pt holds the last good state
+            raise FloatingPointError(f"{e} at step {step}; the last good checkpoint is {run.ckpt_path} (continue "
+                                     "with --resume after lowering --lr, or check the data)") from None
+        run.log(step, loss, stats, opt.param_groups[0]["lr"], grad_norm)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            run.checkpoint(step, student, heads, opt, g)
+    return run.finish(student, teacher_runs=0 if batches.bank else (cfg.steps - start) * len(teachers))
+
+
+# ================================================================================================================
+# Part 2: plumbing (skip on first read): checkpoints, foreign checkpoint formats, audio folders and crops,
+# devices, the target cache, DDP and the run folder, --bench, the command line
+
 def fingerprint(state: dict) -> str:
     """A short hash of a state dict's names and values: equal fingerprints mean identical tensors."""
     h = hashlib.sha256()
@@ -241,20 +596,21 @@ def fingerprint(state: dict) -> str:
     return h.hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: plain dicts of tensors and numbers, written atomically, read with weights_only=True
-
 def save_checkpoint(path: str, **parts) -> None:
+    """A dict of tensors and numbers, written to a temporary file and renamed: a crash leaves the old one whole."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.save(parts, path + ".tmp")
-    os.replace(path + ".tmp", path)  # a crash mid-write leaves the previous checkpoint intact
+    os.replace(path + ".tmp", path)
 
 
 def load_checkpoint(path: str, rebuild: str) -> dict:
+    """One of this project's checkpoints, read with weights_only=True (no code can run)."""
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint not found: {path}; {rebuild}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a crafted file's pickle protocol makes torch warn before it refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it and {rebuild}") from None
 
@@ -287,49 +643,48 @@ def random_like(path: str, device: str = "cpu", seed: int = 0) -> Encoder:
     return Encoder(enc_cfg).to(device).eval().requires_grad_(False)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Real checkpoints (PAPER.md Sec. 3): HuBERT Base, MERT-v0-public and DistilHuBERT in the layouts people download,
-# renamed onto this Encoder; sizes are inferred from the tensors. Verified by tests/test_real.py against
-# transformers' HubertModel (parity of every hidden state); real weights were never loaded here.
+# ---- Real checkpoints: HuBERT Base, MERT-v0-public and DistilHuBERT in the layouts people download, renamed onto
+# this Encoder; sizes are inferred from the tensors. tests/test_real.py checks parity with transformers.
 
-N, W = r"(\d+)", r"(weight|bias)"
+NUM, WB = r"(\d+)", r"(weight|bias)"
 KEY_MAPS = {  # layout -> [(their name as a full-match regex, ours)], after weight-norm keys became weight_g/weight_v
     "transformers": [  # HubertModel, MERT's music_hubert (pytorch_model.bin / model.safetensors), "hubert." dropped
-        (rf"feature_extractor\.conv_layers\.{N}\.conv\.weight", r"conv.convs.\1.weight"),
-        (rf"feature_extractor\.conv_layers\.0\.layer_norm\.{W}", r"conv.norm.\1"),
-        (rf"feature_projection\.layer_norm\.{W}", r"feature_norm.\1"),
-        (rf"feature_projection\.projection\.{W}", r"proj.\1"),
+        (rf"feature_extractor\.conv_layers\.{NUM}\.conv\.weight", r"conv.convs.\1.weight"),
+        (rf"feature_extractor\.conv_layers\.0\.layer_norm\.{WB}", r"conv.norm.\1"),
+        (rf"feature_projection\.layer_norm\.{WB}", r"feature_norm.\1"),
+        (rf"feature_projection\.projection\.{WB}", r"proj.\1"),
         (r"masked_spec_embed", "mask_emb"),
         (r"encoder\.pos_conv_embed\.conv\.(weight_g|weight_v|bias)", r"pos_conv.\1"),
-        (rf"encoder\.layer_norm\.{W}", r"norm.\1"),
-        (rf"encoder\.layers\.{N}\.attention\.(q|k|v|out)_proj\.{W}", r"layers.\1.attention.\2_proj.\3"),
-        (rf"encoder\.layers\.{N}\.layer_norm\.{W}", r"layers.\1.attention_norm.\2"),
-        (rf"encoder\.layers\.{N}\.feed_forward\.intermediate_dense\.{W}", r"layers.\1.fc1.\2"),
-        (rf"encoder\.layers\.{N}\.feed_forward\.output_dense\.{W}", r"layers.\1.fc2.\2"),
-        (rf"encoder\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
+        (rf"encoder\.layer_norm\.{WB}", r"norm.\1"),
+        (rf"encoder\.layers\.{NUM}\.attention\.(q|k|v|out)_proj\.{WB}", r"layers.\1.attention.\2_proj.\3"),
+        (rf"encoder\.layers\.{NUM}\.layer_norm\.{WB}", r"layers.\1.attention_norm.\2"),
+        (rf"encoder\.layers\.{NUM}\.feed_forward\.intermediate_dense\.{WB}", r"layers.\1.fc1.\2"),
+        (rf"encoder\.layers\.{NUM}\.feed_forward\.output_dense\.{WB}", r"layers.\1.fc2.\2"),
+        (rf"encoder\.layers\.{NUM}\.final_layer_norm\.{WB}", r"layers.\1.final_norm.\2"),
     ],
     "fairseq": [  # hubert_base_ls960.pt ("model") and s3prl's DistilHuBERT ("Distiller", no feature LayerNorm)
-        (rf"feature_extractor\.conv_layers\.{N}\.0\.weight", r"conv.convs.\1.weight"),
-        (rf"feature_extractor\.conv_layers\.0\.2\.{W}", r"conv.norm.\1"),
-        (rf"layer_norm\.{W}", r"feature_norm.\1"),
-        (rf"post_extract_proj\.{W}", r"proj.\1"),
+        (rf"feature_extractor\.conv_layers\.{NUM}\.0\.weight", r"conv.convs.\1.weight"),
+        (rf"feature_extractor\.conv_layers\.0\.2\.{WB}", r"conv.norm.\1"),
+        (rf"layer_norm\.{WB}", r"feature_norm.\1"),
+        (rf"post_extract_proj\.{WB}", r"proj.\1"),
         (r"mask_emb", "mask_emb"),
         (r"encoder\.pos_conv\.0\.(weight_g|weight_v|bias)", r"pos_conv.\1"),
-        (rf"encoder\.layer_norm\.{W}", r"norm.\1"),
-        (rf"encoder\.layers\.{N}\.self_attn\.(q|k|v|out)_proj\.{W}", r"layers.\1.attention.\2_proj.\3"),
-        (rf"encoder\.layers\.{N}\.self_attn_layer_norm\.{W}", r"layers.\1.attention_norm.\2"),
-        (rf"encoder\.layers\.{N}\.(fc1|fc2)\.{W}", r"layers.\1.\2.\3"),
-        (rf"encoder\.layers\.{N}\.final_layer_norm\.{W}", r"layers.\1.final_norm.\2"),
+        (rf"encoder\.layer_norm\.{WB}", r"norm.\1"),
+        (rf"encoder\.layers\.{NUM}\.self_attn\.(q|k|v|out)_proj\.{WB}", r"layers.\1.attention.\2_proj.\3"),
+        (rf"encoder\.layers\.{NUM}\.self_attn_layer_norm\.{WB}", r"layers.\1.attention_norm.\2"),
+        (rf"encoder\.layers\.{NUM}\.(fc1|fc2)\.{WB}", r"layers.\1.\2.\3"),
+        (rf"encoder\.layers\.{NUM}\.final_layer_norm\.{WB}", r"layers.\1.final_norm.\2"),
     ],
 }
 # torchaudio's Wav2Vec2Model (hubert_fairseq_base_ls960.pth; HuBERTPretrainModel's "wav2vec2." dropped) has the
 # transformers names, with the projection under encoder. and the transformer under encoder.transformer.
-TORCHAUDIO_PREFIXES = [(r"feature_projection\.", r"encoder\.feature_projection\."), (r"encoder\.", r"encoder\.transformer\."),
+TORCHAUDIO_PREFIXES = [(r"feature_projection\.", r"encoder\.feature_projection\."),
+                       (r"encoder\.", r"encoder\.transformer\."),
                        (r"masked_spec_embed", r"mask_generator\.mask_embedding")]
 KEY_MAPS["torchaudio"] = [(next((new + p[len(old):] for old, new in TORCHAUDIO_PREFIXES if p.startswith(old)), p), o)
                           for p, o in KEY_MAPS["transformers"]]
-# pretraining and fine-tuning heads, not part of any encoder: HuBERT's final_proj / label_embs_concat, a CTC lm_head,
-# s3prl's prediction heads (output_layer, returned separately by read_encoder)
+# pretraining and fine-tuning heads, in no encoder: HuBERT's final_proj / label_embs_concat, a CTC lm_head,
+# s3prl's prediction heads (output_layer, returned apart by read_encoder)
 HEAD_KEYS = r"(final_proj\..*|label_embs_concat|lm_head\..*|output_layer\..*)"
 
 
@@ -360,10 +715,10 @@ TORCH_REBUILD = {("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_t
 
 
 class _InertUnpickler(pickle._Unpickler):
-    """The pure-Python unpickler with two changes that make a file unable to run code: every global outside
+    """The pure-Python unpickler with two changes that leave a file no way to run code: every global outside
     TORCH_REBUILD is _Opaque (so REDUCE and NEWOBJ can only call those functions or build inert data), and BUILD
-    (setstate) is allowed on _Opaque objects and on a state dict's OrderedDict alone. last_inert lists the globals
-    replaced in the latest read, for the error message."""
+    (setstate) works on _Opaque objects and a state dict's OrderedDict alone. last_inert lists the globals replaced
+    in the latest read, for the error message."""
     last_inert: list = []
 
     def find_class(self, module, name):
@@ -393,7 +748,8 @@ def read_file(path: str):
         if os.path.isfile(os.path.join(path, "config.json")):
             with open(os.path.join(path, "config.json")) as f:
                 meta = json.load(f)
-        found = [os.path.join(path, n) for n in ("model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(path, n))]
+        found = [os.path.join(path, n) for n in ("model.safetensors", "pytorch_model.bin")
+                 if os.path.isfile(os.path.join(path, n))]
         if not found:
             raise ValueError(f"{path} is a folder without model.safetensors or pytorch_model.bin")
         path = found[0]
@@ -403,7 +759,8 @@ def read_file(path: str):
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ValueError(f"{path} is a .safetensors file: pip install safetensors, or use pytorch_model.bin") from None
+            raise ValueError(f"{path} is a .safetensors file: pip install safetensors, or use pytorch_model.bin") \
+                from None
         return load_file(path), meta
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it was not written for; we try again below
@@ -429,7 +786,8 @@ def convert_state(theirs: dict, what: str):
     for k, v in theirs.items():
         for prefix in ("module.", "hubert.", "wav2vec2.", "model."):
             k = k[len(prefix):] if k.startswith(prefix) else k
-        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                               "weight_v")
         renamed[k] = v
     heads = {k: v for k, v in renamed.items() if re.fullmatch(HEAD_KEYS, k)}
     body = {k: v for k, v in renamed.items() if k not in heads}
@@ -447,18 +805,19 @@ def convert_state(theirs: dict, what: str):
     state, unknown = apply(KEY_MAPS[layout])
     if unknown:
         raise ValueError(f"{what} ({layout} layout): keys this encoder has no place for: {unknown[:8]}"
-                         f"{' ...' if len(unknown) > 8 else ''}; is it a HuBERT-family model (group-norm conv, post-LN)?")
+                         f"{' ...' if len(unknown) > 8 else ''}; is it a HuBERT-family model (group-norm conv, "
+                         "post-LN)?")
     return layout, state, heads
 
 
 def infer_config(state: dict, heads: int = 0) -> EncoderConfig:
-    """Sizes from tensor shapes. The head count is not in any shape: config.json's when given, else D / 64 (the
-    head width of HuBERT Base and Large, DistilHuBERT and MERT)."""
-    D = state["proj.weight"].shape[0]
+    """Sizes from tensor shapes. The head count is in no shape: config.json's when given, else D / 64 (the head
+    width of HuBERT Base and Large, DistilHuBERT and MERT)."""
+    D, pos = state["proj.weight"].shape[0], state["pos_conv.weight_v"].shape  # pos: (D, D / groups, kernel)
     return EncoderConfig(conv_channels=state["conv.convs.0.weight"].shape[0], dim=D,
-                         layers=len({k.split(".")[1] for k in state if k.startswith("layers.")}), heads=heads or max(1, D // 64),
-                         ffn=state["layers.0.fc1.weight"].shape[0], pos_kernel=state["pos_conv.weight_v"].shape[2],
-                         pos_groups=D // state["pos_conv.weight_v"].shape[1], feature_layernorm="feature_norm.weight" in state)
+                         layers=len({k.split(".")[1] for k in state if k.startswith("layers.")}),
+                         heads=heads or max(1, D // 64), ffn=state["layers.0.fc1.weight"].shape[0], pos_kernel=pos[2],
+                         pos_groups=D // pos[1], feature_layernorm="feature_norm.weight" in state)
 
 
 def read_encoder(path: str):
@@ -466,14 +825,16 @@ def read_encoder(path: str):
     their config and fingerprint; foreign ones are converted (DistilHuBERT's heads as PredictionHeads tensors)."""
     obj, meta = read_file(path)
     if isinstance(obj, dict) and "encoder" in obj and "encoder_config" in obj:  # this project's format
-        return EncoderConfig(**obj["encoder_config"]), obj["encoder"], obj.get("fingerprint") or fingerprint(obj["encoder"]), None
+        fp = obj.get("fingerprint") or fingerprint(obj["encoder"])
+        return EncoderConfig(**obj["encoder_config"]), obj["encoder"], fp, None
     for key in ("model", "Distiller", "state_dict"):  # fairseq, s3prl, generic wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not any(torch.is_tensor(v) for v in obj.values()):
         raise ValueError(f"{path} holds no state dict of tensors")
     layout, state, their_heads = convert_state({k: v for k, v in obj.items() if torch.is_tensor(v)}, path)
-    missing = [k for k in ("conv.convs.0.weight", "proj.weight", "pos_conv.weight_v", "layers.0.fc1.weight") if k not in state]
+    missing = [k for k in ("conv.convs.0.weight", "proj.weight", "pos_conv.weight_v", "layers.0.fc1.weight")
+               if k not in state]
     if missing:
         raise ValueError(f"{path} ({layout} layout) lacks {missing}: not a complete HuBERT-family encoder")
     enc_cfg = infer_config(state, meta.get("num_attention_heads", 0))
@@ -488,9 +849,7 @@ def read_encoder(path: str):
     return enc_cfg, state, fingerprint(state), heads
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Audio for training: a folder of audio files (ours, LibriSpeech's FLAC tree, any music collection), random crops,
-# the same per-clip normalisation as everywhere
+# ---- Audio to distil on: a folder of audio files (ours, LibriSpeech's FLAC tree, any music collection) and crops
 
 class AudioFolder:
     """Every file soundfile reads under `folder`, searched recursively. A corpus of up to an hour is held in memory
@@ -499,7 +858,8 @@ class AudioFolder:
     EXTS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 
     def __init__(self, folder: str, hint: str = "", in_memory_s: float = 3600.0):
-        paths = sorted(os.path.join(root, f) for root, _, names in os.walk(folder) for f in names if f.lower().endswith(self.EXTS))
+        paths = sorted(os.path.join(root, f) for root, _, names in os.walk(folder) for f in names
+                       if f.lower().endswith(self.EXTS))
         if not paths:
             raise ValueError(f"no audio in {folder} (looked for {', '.join(self.EXTS)}); {hint or 'check the path'}")
         self.paths, self.rates, self.lengths, t0 = paths, [], [], time.time()
@@ -531,399 +891,120 @@ class AudioFolder:
         return tasks.resample(np.nan_to_num(wav.mean(1)), sr)[:n]
 
 
-def load_pool(cfg: "Config", kind: str) -> AudioFolder:
+KINDS = ("speech", "music")
+
+
+def load_pool(cfg: Config, kind: str) -> AudioFolder:
     """The speech or music corpus: --speech_dir / --music_dir, else the synthetic pool tasks.py made."""
     folder = (cfg.speech_dir if kind == "speech" else cfg.music_dir) or os.path.join(cfg.data_dir, f"pool_{kind}")
     return AudioFolder(folder, f"run python tasks.py (or delete {cfg.data_dir}/manifest.json)")
 
 
-def crop_specs(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -> list:
-    """The random draws of `batch` crops: [(file index, start sample)]."""
-    specs = []
-    for _ in range(batch):
-        i = int(torch.randint(len(pool), (1,), generator=g))
-        specs.append((i, int(torch.randint(max(1, pool.lengths[i] - crop_n + 1), (1,), generator=g))))
-    return specs
+def draw_crops(pools: dict, data: str, batch: int, crop_n: int, g: torch.Generator) -> np.ndarray:
+    """Where the batch's crops come from, drawn with g: rows (kind 0 speech / 1 music, file, start sample); mix =
+    half the batch from each pool. -> (batch, 3)."""
+    rows = []
+    for kind, n in ([("speech", batch // 2), ("music", batch - batch // 2)] if data == "mix" else [(data, batch)]):
+        pool = pools[kind]
+        for _ in range(n):
+            i = int(torch.randint(len(pool), (1,), generator=g))
+            start = int(torch.randint(max(1, pool.lengths[i] - crop_n + 1), (1,), generator=g))
+            rows.append((KINDS.index(kind), i, start))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def read_crop(pool: AudioFolder, i: int, start: int, crop_n: int) -> np.ndarray:
-    """One crop, zero-padded to crop_n and normalised -> (crop_n,)."""
-    wav = pool.read(i, start, crop_n)
-    return tasks.normalize(np.pad(wav, (0, crop_n - len(wav))))
-
-
-def sample_crops(pool: AudioFolder, batch: int, crop_n: int, g: torch.Generator) -> torch.Tensor:
-    """batch random crops of crop_n samples, each normalised -> (batch, crop_n)."""
-    return torch.from_numpy(np.stack([read_crop(pool, i, s, crop_n) for i, s in crop_specs(pool, batch, crop_n, g)]))
-
-
-KINDS = ("speech", "music")
-
-
-def draw_batch(pools: dict, data: str, batch: int, crop_n: int, g: torch.Generator) -> np.ndarray:
-    """One batch's crops as rows (kind 0 speech / 1 music, file, start); mix = half the batch from each pool."""
-    parts = [("speech", batch // 2), ("music", batch - batch // 2)] if data == "mix" else [(data, batch)]
-    return np.array([(KINDS.index(k), i, s) for k, n in parts for i, s in crop_specs(pools[k], n, crop_n, g)], dtype=np.int64)
-
-
-def read_batch(pools: dict, specs: np.ndarray, crop_n: int) -> torch.Tensor:
-    """(B, 3) crop rows -> (B, crop_n) normalised audio, in row order."""
-    return torch.from_numpy(np.stack([read_crop(pools[KINDS[k]], int(i), int(s), crop_n) for k, i, s in specs]))
-
-
-def cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
-    except OSError:
-        return False
+def read_crops(pools: dict, rows: np.ndarray, crop_n: int) -> torch.Tensor:
+    """(B, 3) crop rows -> (B, crop_n) audio, each crop zero-padded to crop_n and normalised, in row order."""
+    crops = [pools[KINDS[k]].read(int(i), int(s), crop_n) for k, i, s in rows]
+    return torch.from_numpy(np.stack([tasks.normalize(np.pad(w, (0, crop_n - len(w)))) for w in crops]))
 
 
 def device_and_amp(cfg: Config):
-    """-> (device, bf16 autocast on?). Without AMX a CPU's bf16 matmul is far slower than fp32 (measured 125x on
-    an AVX2-only Xeon), so "auto" uses bf16 only on CUDA or an AMX CPU."""
-    if cfg.bf16 not in ("auto", "on", "off"):
-        raise ValueError(f"--bf16 must be auto, on or off, got {cfg.bf16!r}")
+    """-> (device, bf16 autocast on?). "auto" is bf16 on CUDA only: CPU runs stay fp32, so results match to the
+    digit on any CPU (without AMX, a CPU's bf16 matmul is also far slower than fp32); --bf16 on asks for it."""
     device = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
-    auto = device == "cuda" or (device == "cpu" and cpu_has_amx())
-    return device, device in ("cuda", "cpu") and (cfg.bf16 == "on" or (cfg.bf16 == "auto" and auto))
+    return device, device in ("cuda", "cpu") and (cfg.bf16 == "on" or (cfg.bf16 == "auto" and device == "cuda"))
 
 
-def lr_at(step: int, total: int, peak: float, warmup_frac: float) -> float:
-    """Linear warmup over warmup_frac of the steps, then linear decay to zero (DistilHuBERT's schedule)."""
-    warm = max(1, int(warmup_frac * total))
-    return peak * step / warm if step < warm else peak * max(0.0, (total - step) / max(1, total - warm))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Teachers: HuBERT-like (speech) and MERT-like (music) masked prediction, tiny and on the synthetic pools
-
-def frame_spectra(wav: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Power spectra on the encoder's frame grid: frame i centred on sample 320 i + 200. (B, n) -> (B, T, n_fft/2+1)."""
-    T = tasks.n_frames(wav.shape[-1])
-    pad = (n_fft - tasks.WIN) // 2
-    x = F.pad(wav, (pad, pad + n_fft))
-    frames = x.unfold(-1, n_fft, tasks.HOP)[:, :T] * torch.hann_window(n_fft)  # (B, T, n_fft)
-    return torch.fft.rfft(frames).abs() ** 2
-
-
-def mfcc(wav: torch.Tensor, n_mfcc: int = 13) -> torch.Tensor:
-    """MFCCs with deltas, 39 dims per 20 ms frame (HuBERT iteration 1 clusters these). (B, n) -> (B, T, 39)."""
-    import probe  # the mel filterbank lives with the log-mel baseline
-    logmel = torch.log(frame_spectra(wav, 512) @ probe.mel_filterbank(40) + 1e-6)  # (B, T, 40)
-    k = torch.arange(40)
-    dct = torch.cos(math.pi / 40 * (k[:, None] + 0.5) * torch.arange(n_mfcc)[None])  # (40, 13) DCT-II
-    c = logmel @ dct
-    d1 = torch.gradient(c, dim=1)[0]
-    return torch.cat([c, d1, torch.gradient(d1, dim=1)[0]], -1)
-
-
-def semitone_spectrum(wav: torch.Tensor, bins_per_semitone: int = 3) -> torch.Tensor:
-    """A CQT-like log spectrum: a 128 ms window (enough resolution for low notes) folded into bins spaced by 1/3
-    semitone from MIDI 28 to 100 (41 Hz - 2.6 kHz). MERT's musical teacher reconstructs a CQT. (B, T, 216)."""
-    n_fft = 2048
-    power = frame_spectra(wav, n_fft)  # (B, T, 1025)
-    freqs = torch.fft.rfftfreq(n_fft, 1 / tasks.SR)
-    centres = 440 * 2 ** ((torch.arange(28 * bins_per_semitone, 100 * bins_per_semitone) / bins_per_semitone - 69) / 12)
-    width = centres * (2 ** (1 / (12 * bins_per_semitone)) - 1)  # one bin's bandwidth
-    fb = torch.exp(-0.5 * ((freqs[:, None] - centres[None]) / torch.clamp(width, min=freqs[1] / 2)) ** 2)
-    return torch.log(power @ (fb / fb.sum(0)) + 1e-6)
-
-
-def unit_features(wav: torch.Tensor, domain: str) -> torch.Tensor:
-    """Features whose k-means clusters are the teacher's targets: MFCCs (HuBERT), or MFCCs + chroma for music
-    (DEVIATION: MERT-v0 clusters log-mel + chroma; here log-mel units left timbre to the front end alone: README,
-    "Teachers"). (B, n) -> (B, T, 39) speech, (B, T, 39 + 12) music."""
-    if domain == "speech":
-        return mfcc(wav)
-    semis = semitone_spectrum(wav, 1).exp()  # (B, T, 72), one bin per semitone
-    chroma = semis.view(*semis.shape[:2], 6, 12).sum(2)  # (B, T, 12) pitch classes
-    return torch.cat([mfcc(wav), torch.log(chroma / chroma.sum(-1, keepdim=True) + 1e-3)], -1)
-
-
-def kmeans(x: torch.Tensor, k: int, iters: int, g: torch.Generator) -> torch.Tensor:
-    """Lloyd's k-means on standardised rows, k-means++ seeding. x (N, d) -> centroids (k, d)."""
-    centroids = x[torch.randint(len(x), (1,), generator=g)]
-    for _ in range(1, k):  # k-means++: next seed with probability proportional to squared distance
-        d = torch.cdist(x, centroids).min(1).values ** 2
-        centroids = torch.cat([centroids, x[torch.multinomial(d / d.sum(), 1, generator=g)]])
-    for _ in range(iters):
-        assign = torch.cdist(x, centroids).argmin(1)
-        for j in range(k):
-            members = x[assign == j]
-            if len(members):
-                centroids[j] = members.mean(0)
-    return centroids
-
-
-def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span: int = 10) -> torch.Tensor:
-    """HuBERT masking: each frame starts a masked span of `span` frames with probability start_prob
-    (mask_prob 0.8 / span 10), about half the frames end up masked. -> (B, T) bool."""
-    starts = (torch.rand(B, T, generator=g) < start_prob).float()
-    starts[torch.arange(B), torch.randint(T, (B,), generator=g)] = 1.0  # at least one span per clip
-    return F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, 1)[:, 0] > 0
-
-
-def fit_front_end(enc: Encoder, pool: "AudioFolder", cfg: Config, g: torch.Generator, steps: int, device: str,
-                  domain: str = "speech") -> float:
-    """Stage 0 of a teacher (--front_end_steps): train the conv extractor and a linear read-out to regress each
-    frame's spectrum, then freeze it. The target is the domain's own spectrum: speech, the mel spectrum of
-    probe.LogMel's 400-sample window (SUPERB's FBANK); music, that mel spectrum (timbre, the whole band) next to the
-    1/3-semitone CQT-like spectrum of a 128 ms window (MERT's CQT target, 41 Hz - 2.6 kHz), whose fine low-frequency
-    resolution asks the conv stack to find each note's period (README, Teachers: either alone lost one of the two).
-    Cube-root compressed (PLP's loudness law) and standardised over the pool, not per clip, so the clip's spectral
-    envelope stays in the target.
-    DEVIATION (PILOTS.md): HuBERT trains its front end end to end; at our scale one trained on units collapsed, and
-    a frozen random one keeps little of what log-mel keeps. A regression target cannot be met by discarding the
-    spectrum. Returns the explained variance on the last batch. Measured effect: README, "Teachers"."""
-    import probe  # the log-mel baseline is the speech target
-    logmel = probe.LogMel()
-    def spectrum(wav):  # (B, n) -> (B, T, 80) speech, (B, T, 80 + 216) music
-        power = logmel.power(wav)
-        if domain == "music":  # the semitone bins for pitch, the mel bands for the timbre above 2.6 kHz
-            power = torch.cat([power, semitone_spectrum(wav).exp()], -1)
-        return power ** (1 / 3)
-    target = "mel + CQT-like semitone" if domain == "music" else "mel"
-    print(f"teacher {domain} stage 0: fitting the conv extractor to {target} spectra ({steps} steps)", flush=True)
-    crop_n = int(cfg.crop_s * tasks.SR)
-    with torch.no_grad():  # global (not per-clip) standardisation keeps each clip's spectral envelope in the target
-        ref = spectrum(sample_crops(pool, 32, crop_n, g)).flatten(0, 1)
-        mean, std = ref.mean(0), ref.std(0) + 1e-5
-    readout = nn.Linear(enc.cfg.conv_channels, len(mean)).to(device)
-    params = list(enc.conv.parameters()) + list(readout.parameters())
-    peak_lr = 3e-3
-    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
-    t0 = time.time()
-    for step in range(1, steps + 1):
-        wav = sample_crops(pool, cfg.batch * 2, crop_n, g)  # (B, n)
-        with torch.no_grad():
-            target = ((spectrum(wav) - mean) / std).to(device)  # (B, T, 80 or 296)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, peak_lr, 0.05)
-        err = ((readout(enc.conv(wav.to(device))) - target) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        err.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        if step % cfg.log_every == 0 or step == steps:
-            el = time.time() - t0
-            print(f"front end step {step}/{steps} {domain} spectrum explained variance {1 - err.item():.3f} "
-                  f"{el / step * 1000:.0f} ms/step ETA {el / step * (steps - step) / 60:.1f} min", flush=True)
-    return 1 - err.item()
-
-
-def teacher_config(cfg: Config, domain: str = "speech") -> EncoderConfig:
-    if cfg.preset == "paper":
-        return EncoderConfig()  # HuBERT Base's sizes (12 x 768, 12 heads, positional kernel 128 in 16 groups)
-    # DEVIATION: tiny teachers (6 layers x 192) stand in for HuBERT Base and MERT-v0-public (12 x 768), same blocks;
-    # the music teacher's conv stack is wider (at C=64, fewer channels than its 216 semitone bins, pitch suffered)
-    C = cfg.music_conv_channels if domain == "music" and cfg.music_conv_channels else cfg.conv_channels
-    return EncoderConfig(conv_channels=C, dim=cfg.dim, layers=cfg.teacher_layers, heads=max(1, cfg.dim // 48),
-                         ffn=4 * cfg.dim, pos_kernel=64, pos_groups=cfg.dim // 16, feature_layernorm=True)
-
-
-def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
-    """HuBERT-style masked prediction of k-means units, plus (music) masked semitone-spectrum reconstruction.
-    Speech runs HuBERT's iterations: iteration 1 clusters MFCCs, iteration 2 the middle layer of iteration 1.
-    DEVIATIONS (reduced scale, PILOTS.md): the conv extractor stays frozen at its random init, since in every pilot
-    a trainable one collapsed and lost pitch; iteration 2 continues from iteration 1's weights instead of starting
-    afresh; a linear unit classifier instead of HuBERT's cosine-similarity head; unmasked frames' cross-entropy at
-    weight 0.1 next to the masked frames' (it helped the pilots most)."""
-    device, amp = device_and_amp(cfg)
-    g = torch.Generator().manual_seed(1000 + (domain == "music"))
-    torch.manual_seed(1000 + (domain == "music"))
-    pool = load_pool(cfg, domain)
-    crop_n = int(cfg.crop_s * tasks.SR)
-    n_units = 100
-    enc_cfg = teacher_config(cfg, domain)
-    enc = Encoder(enc_cfg).to(device)
-    t_start = time.time()  # the whole build, stage 0 included, goes into the checkpoint's "seconds"
-    if cfg.front_end_steps:
-        fit_front_end(enc, pool, cfg, g, cfg.front_end_steps, device, domain)
-    enc.conv.requires_grad_(False)  # frozen from here on (PILOTS.md: trained on units, it collapsed)
-    recon_head = None
-    iterations = cfg.speech_iterations if domain == "speech" else 1  # MERT-v0 has one set of acoustic units
-    steps = (cfg.teacher_steps if domain == "speech" else cfg.music_teacher_steps) // iterations
-    peak_lr = cfg.teacher_lr_speech if domain == "speech" else cfg.teacher_lr_music
-    print(f"teacher {domain}: {count_parameters(enc) / 1e6:.2f}M parameters, {iterations} x {steps} steps of "
-          f"{cfg.batch * 2} x {cfg.crop_s} s", flush=True)
-    t0 = time.time()
-    for it in range(iterations):
-        def featurize(wav):  # (B, n) -> (B, T, d): what this iteration's units cluster
-            if it == 0:
-                return unit_features(wav, domain)
-            return enc(wav.to(device))[enc_cfg.layers // 2].float().cpu()
-        what = "MFCC" if domain == "speech" else "MFCC + chroma"
-        print(f"teacher {domain} iteration {it + 1}: k-means ({n_units} units) on "
-              f"{what if it == 0 else f'layer {enc_cfg.layers // 2}'} features of the {domain} pool", flush=True)
-        with torch.no_grad():
-            feats = torch.cat([featurize(sample_crops(pool, 16, crop_n, g)).flatten(0, 1) for _ in range(16)])
-        mean, std = feats.mean(0), feats.std(0) + 1e-5
-        centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
-        unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
-        if domain == "music" and recon_head is None:  # 216 bins: 1/3 semitone from MIDI 28 to 100
-            recon_head = nn.Linear(enc_cfg.dim, 216).to(device)
-        params = [p for m in (enc, unit_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
-        for step in range(1, steps + 1):
-            wav = sample_crops(pool, cfg.batch * 2, crop_n, g)  # (B, n)
-            with torch.no_grad():
-                units = torch.cdist((featurize(wav) - mean) / std, centroids[None]).argmin(-1)  # (B, T)
-                target_spec = semitone_spectrum(wav) if domain == "music" else None
-            mask = span_mask(*units.shape, g)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps, peak_lr, 0.08)
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-                top = enc(wav.to(device), mask.to(device))[-1]  # (B, T, D)
-                logits = unit_head(top).float()
-            ce = F.cross_entropy(logits.transpose(1, 2), units.to(device), reduction="none")  # (B, T)
-            m = mask.to(device).float()
-            loss = (ce * m).sum() / m.sum() + 0.1 * (ce * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
-            if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
-                spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
-                recon = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)
-                loss = loss + cfg.recon_weight * (recon * m).sum() / m.sum()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"teacher {domain}: loss is {loss.item()} at step {step}; lower --teacher_lr_{domain}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            if step % cfg.log_every == 0 or step == steps:
-                acc = ((logits.argmax(-1) == units.to(device)).float() * m).sum() / m.sum()
-                el, done = time.time() - t0, it * steps + step
-                print(f"teacher {domain} iteration {it + 1} step {step}/{steps} loss {loss.item():.3f} masked-unit acc "
-                      f"{acc.item():.3f} {el / done * 1000:.0f} ms/step ETA {el / done * (iterations * steps - done) / 60:.1f} min",
-                      flush=True)
-    # stored in float16 (half the size; teachers are frozen, and float32 is restored on load)
-    state = {k: v.cpu().half() if v.is_floating_point() else v.cpu() for k, v in enc.state_dict().items()}
-    save_checkpoint(path, encoder=state, encoder_config=asdict(enc_cfg), domain=domain, steps=iterations * steps,
-                    seconds=round(time.time() - t_start, 1), fingerprint=fingerprint(state), config=asdict(cfg))
-    print(f"teacher {domain}: wrote {path} (fingerprint {fingerprint(state)}, {time.time() - t_start:.0f} s)", flush=True)
-
-
-def get_teacher(cfg: Config, domain: str, device: str) -> Encoder:
-    """The frozen teacher at --teacher_<domain>. Pretrained there (about 15 minutes) only when the default path is
-    missing: a path typed on the command line that does not exist is a typo until shown otherwise."""
-    path = cfg.teacher_speech if domain == "speech" else cfg.teacher_music
-    if not os.path.exists(path):
-        if path != getattr(Config, f"teacher_{domain}"):
-            raise ValueError(f"--teacher_{domain} {path}: no such file or folder; check the path, or make a teacher "
-                             f"there with python tiny_distill.py --pretrain {domain} --teacher_{domain} {path}")
-        print(f"no {domain} teacher at {path}: pretraining one (python tiny_distill.py --pretrain {domain})", flush=True)
-        pretrain_teacher(cfg, domain, path)
-    return load_encoder(path, device)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Student and theta0 (paper Sec. 2, step 1): the speech teacher's lower layers, stored once with a fingerprint
-
-def student_config(teacher_cfg: EncoderConfig) -> EncoderConfig:
-    return EncoderConfig(**{**asdict(teacher_cfg), "layers": 2})
-
-
-def make_theta0(speech_teacher: Encoder) -> dict:
-    """The student backbone copied from the speech teacher: conv, feature LayerNorm, projection, mask embedding,
-    positional conv, encoder LayerNorm and layers 1-2 (DistilHuBERT's init; the paper inits both students so)."""
-    student = Encoder(student_config(speech_teacher.cfg))
-    own = student.state_dict()
-    teacher = speech_teacher.state_dict()
-    state = {k: teacher[k].clone() for k in own}  # every student key exists in the teacher (layers 0, 1 included)
-    load_state(student, state, "theta0", "check the speech teacher")
-    return {k: v.cpu() for k, v in student.state_dict().items()}
-
-
-def get_theta0(cfg: Config, device: str):
-    """-> (theta0 checkpoint, its fingerprint). Made from the speech teacher when cfg.init is missing."""
-    if not os.path.exists(cfg.init):
-        teacher = get_teacher(cfg, "speech", device)
-        theta0 = make_theta0(teacher)
-        save_checkpoint(cfg.init, encoder=theta0, encoder_config=asdict(student_config(teacher.cfg)),
-                        fingerprint=fingerprint(theta0), teacher_fingerprint=teacher.fingerprint)
-        print(f"theta0: wrote {cfg.init} (fingerprint {fingerprint(theta0)})", flush=True)
-    ckpt = load_checkpoint(cfg.init, "delete it and rerun with --init_only")
-    if fingerprint(ckpt["encoder"]) != ckpt["fingerprint"]:
-        raise ValueError(f"{cfg.init}: tensors do not match the stored fingerprint; delete it and rerun --init_only")
-    return ckpt, ckpt["fingerprint"]
-
-
-class PredictionHeads(nn.Module):
-    """DistilHuBERT's heads: one projection to K * D_teacher, GELU, then K separate maps, one per target layer.
-    (B, T, D) -> (B, K, T, D_teacher). Not part of the backbone: never in a task vector."""
-
-    def __init__(self, D: int, D_teacher: int, K: int):
-        super().__init__()
-        self.K, self.D_teacher = K, D_teacher
-        self.proj = nn.Linear(D, K * D_teacher)
-        self.maps = nn.ModuleList(nn.Linear(D_teacher, D_teacher) for _ in range(K))
-
-    def forward(self, x):
-        B, T, _ = x.shape
-        h = F.gelu(self.proj(x)).view(B, T, self.K, self.D_teacher)
-        return torch.stack([m(h[:, :, i]) for i, m in enumerate(self.maps)], 1)
-
-
-def target_layers(teacher_layers: int) -> list:
-    """Teacher layers at 1/3, 2/3 and 3/3 of its depth: 4, 8, 12 for HuBERT Base (paper Sec. 2)."""
-    return [round(teacher_layers * i / 3) for i in (1, 2, 3)]
-
-
-def distill_loss(pred: torch.Tensor, target: torch.Tensor):
-    """s3prl's distiller loss per head: mean L1 - mean log sigmoid(cos) over frames, averaged over heads.
-    pred, target: (B, K, T, D) -> (loss, per-head L1 (K,), per-head cos (K,))."""
-    l1 = (pred - target).abs().mean((0, 2, 3))  # (K,)
-    cos = F.cosine_similarity(pred, target, dim=-1)  # (B, K, T)
-    loss = (l1 - F.logsigmoid(cos).mean((0, 2))).mean()
-    return loss, l1.detach(), cos.mean((0, 2)).detach()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Distillation
+# ---- The teacher-target cache (--cache_targets)
 
 class TargetBank:
-    """--cache_targets: a fixed bank of crops, drawn once with seed 0 (the same for every later run and seed), and
-    per teacher its target layers for every crop, float16 on disk (data/cache/), memory-mapped. A run on a bank
-    draws its batches from the bank in its own seed's order and runs no teacher at all."""
+    """A fixed bank of crops, drawn once with seed 0 (the same for every later run and seed), and per teacher its
+    target layers for every crop, float16 on disk (data/cache/), memory-mapped. A run on a bank draws its batches
+    from the bank in its own seed's order and runs no teacher at all. DEVIATION: fixed crops, not fresh ones."""
 
-    def __init__(self, cfg: "Config", data: str, pools: dict, n: int):
+    def __init__(self, cfg: Config, data: str, pools: dict, n: int):
         crop_n = int(cfg.crop_s * tasks.SR)
         corpus = {k: [p.paths[0], p.paths[-1], len(p), sum(p.lengths)] for k, p in sorted(pools.items())}
         key = hashlib.sha256(json.dumps([data, crop_n, n, cfg.batch, corpus]).encode()).hexdigest()[:10]
-        self.dir, self.pools, self.crop_n, self.targets = os.path.join(cfg.data_dir, "cache", f"{data}_{crop_n}_{n}_{key}"), pools, crop_n, {}
+        self.dir = os.path.join(cfg.data_dir, "cache", f"{data}_{crop_n}_{n}_{key}")
+        self.pools, self.crop_n, self.targets = pools, crop_n, {}
         os.makedirs(self.dir, exist_ok=True)
         path = os.path.join(self.dir, "crops.npy")
         if not os.path.exists(path):
             g = torch.Generator().manual_seed(0)
-            specs = np.concatenate([draw_batch(pools, data, cfg.batch, crop_n, g) for _ in range(math.ceil(n / cfg.batch))])[:n]
-            np.save(path + ".tmp.npy", specs)
+            rows = [draw_crops(pools, data, cfg.batch, crop_n, g) for _ in range(math.ceil(n / cfg.batch))]
+            np.save(path + ".tmp.npy", np.concatenate(rows)[:n])
             os.replace(path + ".tmp.npy", path)
-        self.specs = np.load(path)  # (n, 3): kind, file, start
+        self.rows = np.load(path)  # (n, 3): kind, file, start
 
     def add_teacher(self, domain: str, teacher: Encoder, layers: list, device: str, batch: int) -> None:
         """Compute (once) and memory-map this teacher's targets for every crop: (n, K, T, Dt) float16."""
         path = os.path.join(self.dir, f"{domain}_{teacher.fingerprint}_{'-'.join(map(str, layers))}.npy")
         if not os.path.exists(path):
-            T = conv_frames(self.crop_n)
-            out = np.lib.format.open_memmap(path + ".tmp.npy", "w+", np.float16, (len(self.specs), len(layers), T, teacher.cfg.dim))
+            shape = (len(self.rows), len(layers), tasks.n_frames(self.crop_n), teacher.cfg.dim)
+            out = np.lib.format.open_memmap(path + ".tmp.npy", "w+", np.float16, shape)
             t0 = time.time()
-            for i in range(0, len(self.specs), batch):
-                wav = read_batch(self.pools, self.specs[i:i + batch], self.crop_n).to(device)
-                with torch.no_grad():
-                    hidden = teacher(wav)
-                out[i:i + batch] = torch.stack([hidden[j] for j in layers], 1).half().cpu().numpy()
+            for i in range(0, len(self.rows), batch):
+                wav = read_crops(self.pools, self.rows[i:i + batch], self.crop_n).to(device)
+                targets = teacher_targets({domain: teacher}, {domain: layers}, wav)[domain]
+                out[i:i + batch] = targets.half().cpu().numpy()
                 if time.time() - t0 > 30 and (i // batch) % 50 == 0:
-                    print(f"  caching {domain} targets: {i + batch}/{len(self.specs)} crops, {time.time() - t0:.0f} s", flush=True)
+                    print(f"  caching {domain} targets: {i + batch}/{len(self.rows)} crops, {time.time() - t0:.0f} s",
+                          flush=True)
             out.flush()
             del out
             os.replace(path + ".tmp.npy", path)  # only a complete cache gets the final name
-            print(f"cached {domain} teacher targets of {len(self.specs)} crops in {path} ({time.time() - t0:.0f} s)", flush=True)
+            print(f"cached {domain} teacher targets of {len(self.rows)} crops in {path} ({time.time() - t0:.0f} s)",
+                  flush=True)
         self.targets[domain] = np.load(path, mmap_mode="r")
 
     def batch(self, idx: np.ndarray):
         """-> (wav (B, n), {domain: targets (B, K, T, Dt) float32})."""
-        return (read_batch(self.pools, self.specs[idx], self.crop_n),
+        return (read_crops(self.pools, self.rows[idx], self.crop_n),
                 {d: torch.from_numpy(t[idx]).float() for d, t in self.targets.items()})
 
+
+class Batches:
+    """Each step's crops and teacher targets: fresh crops with one forward pass per teacher (online), or rows of
+    the cached bank (--cache_targets), whose teachers ran once, before the first step."""
+
+    def __init__(self, cfg: Config, run, teachers: dict, layers: dict):
+        self.cfg, self.run, self.teachers, self.layers = cfg, run, teachers, layers
+        self.pools = {k: load_pool(cfg, k) for k in (KINDS if run.data == "mix" else [run.data])}
+        self.crop_n, self.bank = int(cfg.crop_s * tasks.SR), None
+        if cfg.cache_targets:
+            self.bank = TargetBank(cfg, run.data, self.pools, cfg.cache_crops or cfg.steps * cfg.batch)
+            for d, teacher in teachers.items():
+                self.bank.add_teacher(d, teacher, layers[d], run.device, cfg.batch)
+        run.ready()
+
+    def next(self, g: torch.Generator):
+        """-> (wav (B, n), {domain: targets (B, K, T, Dt)}) on the device, this rank's slice of the batch."""
+        mine = self.run.rank_slice(self.cfg.batch)
+        if self.bank is not None:
+            idx = torch.randint(len(self.bank.rows), (self.cfg.batch,), generator=g).numpy()
+            wav, targets = self.bank.batch(idx[mine])
+        else:
+            wav = read_crops(self.pools, draw_crops(self.pools, self.run.data, self.cfg.batch, self.crop_n, g)[mine],
+                             self.crop_n)  # (B, n)
+        wav = wav.pin_memory().to(self.run.device, non_blocking=True) if self.run.device.startswith("cuda") else wav
+        if self.bank is None:
+            targets = teacher_targets(self.teachers, self.layers, wav)
+        return wav, {d: t.to(self.run.device) for d, t in targets.items()}
+
+
+# ---- DDP and the run folder
 
 def distributed() -> tuple:
     """(rank, world size) under torchrun (RANK, WORLD_SIZE set), with the process group started; else (0, 1)."""
@@ -935,16 +1016,113 @@ def distributed() -> tuple:
     return dist.get_rank(), dist.get_world_size()
 
 
-class Distiller(nn.Module):
-    """Student backbone + one head set per teacher, one module so DDP can average their gradients."""
+class Run:
+    """One distillation's surroundings: rank and device, the run folder, the log, checkpoints and the final cost.
+    Under torchrun every rank draws the same global batch and trains on its slice; rank 0 makes whatever is
+    missing (data, teachers, theta0, the cache) while the others wait, and alone logs and writes."""
 
-    def __init__(self, student: Encoder, heads: nn.ModuleDict):
-        super().__init__()
-        self.student, self.heads = student, heads
+    def __init__(self, cfg: Config):
+        check_config(cfg)
+        self.cfg, self.data = cfg, cfg.data or {"speech": "speech", "music": "music", "both": "mix"}[cfg.domain]
+        self.domains = list(KINDS) if cfg.domain == "both" else [cfg.domain]
+        self.rank, self.world = distributed()
+        if cfg.batch % self.world:
+            raise ValueError(f"--batch {cfg.batch} does not split over {self.world} ranks; use a multiple of it")
+        self.out_dir = cfg.out_dir or os.path.join("out", f"{cfg.domain}_{self.data}_s{cfg.seed}")
+        self.ckpt_path = os.path.join(self.out_dir, "checkpoint.pt")
+        self.device, self.amp = device_and_amp(cfg)
+        if self.device == "cuda":
+            self.device = f"cuda:{self.rank}" if self.world > 1 else self.device
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 for what bf16 leaves
+        if self.world > 1 and not self.is_main_process():
+            torch.distributed.barrier()  # wait while rank 0 makes whatever is missing
+        if not (cfg.speech_dir and cfg.music_dir):  # the synthetic pools (and the teachers' data)
+            tasks.ensure_data(cfg.data_dir)
+        self.log_file = None
 
-    def forward(self, wav, conv_grad_mult: float):
-        top = self.student(wav, conv_grad_mult=conv_grad_mult)[-1]  # (B, T, D)
-        return {d: h(top) for d, h in self.heads.items()}  # each (B, K, T, Dt)
+    def is_main_process(self) -> bool:
+        return self.rank == 0
+
+    def rank_slice(self, batch: int) -> slice:
+        """This rank's part of every batch."""
+        return slice(self.rank * batch // self.world, (self.rank + 1) * batch // self.world)
+
+    def ready(self) -> None:
+        if self.world > 1 and self.is_main_process():
+            torch.distributed.barrier()  # everything exists now: let the other ranks read it
+
+    def resume(self, student, heads, opt, g) -> int:
+        ck = load_checkpoint(self.ckpt_path, "run without --resume")
+        load_state(student, ck["encoder"], self.ckpt_path, "run without --resume")
+        load_state(heads, ck["heads"], self.ckpt_path, "run without --resume")
+        opt.load_state_dict(ck["optimizer"])
+        g.set_state(ck["rng"])
+        return ck["step"]
+
+    def wrap(self, model):
+        ddp = model
+        if self.world > 1:
+            ddp = nn.parallel.DistributedDataParallel(model, device_ids=[self.rank] if self.device.startswith("cuda")
+                                                      else None)
+        return torch.compile(ddp) if self.cfg.compile else ddp
+
+    def begin(self, student, layers: dict, theta0_fp: str, start: int, cached: bool) -> None:
+        self.theta0_fp, self.start, self.metrics, self.t0 = theta0_fp, start, {}, time.time()
+        if not self.is_main_process():
+            return
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, "config.json"), "w") as f:
+            json.dump(dict(asdict(self.cfg), data=self.data, out_dir=self.out_dir, world_size=self.world), f, indent=1)
+        self.log_file = open_log(os.path.join(self.out_dir, "log.jsonl"), start)
+        cfg = self.cfg
+        print(f"distilling a {count_parameters(student) / 1e6:.2f}M-parameter student from {', '.join(self.domains)} "
+              f"(target layers {layers}) on {self.data} audio, {cfg.steps} steps of {cfg.batch} x {cfg.crop_s} s"
+              f"{f' over {self.world} ranks' if self.world > 1 else ''}, device {self.device}"
+              f"{' bf16' if self.amp else ''}, {'cached targets, ' if cached else ''}theta0 {theta0_fp}", flush=True)
+
+    def log(self, step: int, loss, stats: dict, lr: float, grad_norm) -> None:
+        cfg = self.cfg
+        if not self.is_main_process() or not (step % cfg.log_every == 0 or step == cfg.steps):
+            return
+        el, done = time.time() - self.t0, step - self.start
+        self.metrics = dict(step=step, loss=round(loss.item(), 4), heads=stats, lr=lr,
+                            grad_norm=round(float(grad_norm), 3), ms_per_step=round(el / done * 1000, 1),
+                            audio_s_per_s=round(done * cfg.batch * cfg.crop_s / el, 1))
+        self.log_file.write(json.dumps(self.metrics) + "\n")
+        self.log_file.flush()
+        heads = " ".join(f"{d}: L1 {'/'.join(f'{x:.3f}' for x in s['l1'])} cos {'/'.join(f'{x:.3f}' for x in s['cos'])}"
+                         for d, s in stats.items())
+        print(f"step {step}/{cfg.steps} loss {loss.item():.4f} | {heads} | lr {lr:.2e} "
+              f"{self.metrics['ms_per_step']:.0f} ms/step {self.metrics['audio_s_per_s']:.0f} audio-s/s "
+              f"ETA {el / done * (cfg.steps - step) / 60:.1f} min", flush=True)
+
+    def checkpoint(self, step: int, student, heads, opt, g) -> None:
+        if self.is_main_process():
+            save_checkpoint(self.ckpt_path, encoder={k: v.cpu() for k, v in student.state_dict().items()},
+                            heads={k: v.cpu() for k, v in heads.state_dict().items()}, optimizer=opt.state_dict(),
+                            rng=g.get_state(), step=step, encoder_config=asdict(student.cfg),
+                            theta0_fingerprint=self.theta0_fp, domain=self.cfg.domain, data=self.data,
+                            metrics=self.metrics, config=asdict(self.cfg))
+
+    def finish(self, student, teacher_runs: int) -> dict:
+        """Write student.pt with the run's cost (merge.py's cost table) -> the final metrics."""
+        if not self.is_main_process():
+            return {}
+        self.log_file.close()
+        metrics = dict(self.metrics, teacher_clip_forwards=teacher_runs * self.cfg.batch,
+                       wall_s=round(time.time() - self.t0, 1))
+        if self.device.startswith("cuda"):
+            metrics["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20)
+        elif sys.platform != "win32":
+            import resource  # ru_maxrss is in KiB on Linux
+            metrics["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        path = os.path.join(self.out_dir, "student.pt")
+        save_checkpoint(path, encoder={k: v.cpu() for k, v in student.state_dict().items()},
+                        encoder_config=asdict(student.cfg), theta0_fingerprint=self.theta0_fp, domain=self.cfg.domain,
+                        data=self.data, steps=self.cfg.steps, metrics=metrics, seed=self.cfg.seed)
+        print(f"done: {path} (final distillation loss {metrics.get('loss', float('nan')):.4f}, "
+              f"{time.time() - self.t0:.0f} s)", flush=True)
+        return dict(metrics, student=path, seconds=time.time() - self.t0)
 
 
 def open_log(path: str, start_step: int):
@@ -965,258 +1143,92 @@ def open_log(path: str, start_step: int):
     return open(path, "a")
 
 
-def train(cfg: Config) -> dict:
-    """Distil the student from theta0. Returns the final metrics; writes checkpoint.pt, log.jsonl, config.json.
-    Under torchrun every rank draws the same global batch and takes its own slice (so N ranks see what one process
-    would), DDP averages the gradients, and rank 0 alone logs and writes."""
-    if cfg.domain not in ("speech", "music", "both"):
-        raise ValueError(f"--domain must be 'speech', 'music' or 'both', got {cfg.domain!r}")
-    data = cfg.data or {"speech": "speech", "music": "music", "both": "mix"}[cfg.domain]
-    if data not in ("speech", "music", "mix"):
-        raise ValueError(f"--data must be 'speech', 'music' or 'mix', got {data!r}")
-    rank, world = distributed()
-    if cfg.batch % world:
-        raise ValueError(f"--batch {cfg.batch} does not split over {world} ranks; use a multiple of {world}")
-    out_dir = cfg.out_dir or os.path.join("out", f"{cfg.domain}_{data}_s{cfg.seed}")
-    device, amp = device_and_amp(cfg)
-    if device == "cuda":
-        device = f"cuda:{rank}" if world > 1 else device
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 for what bf16 leaves
-    lead, domains = rank == 0, ["speech", "music"] if cfg.domain == "both" else [cfg.domain]
-    if world > 1 and not lead:
-        torch.distributed.barrier()  # wait while rank 0 makes whatever is missing (data, teachers, theta0, cache)
-    if not (cfg.speech_dir and cfg.music_dir):  # the synthetic pools (and the teachers' data)
-        tasks.ensure_data(cfg.data_dir)
-    theta0, theta0_fp = get_theta0(cfg, device)
-    teachers = {d: get_teacher(cfg, d, device) for d in domains}
-    torch.manual_seed(1337)  # heads start the same in every run, like theta0 (the authors' seed)
-    student = Encoder(EncoderConfig(**theta0["encoder_config"]))
-    load_state(student, theta0["encoder"], cfg.init, "delete it and rerun --init_only")
-    speech_fp = teachers["speech"].fingerprint if "speech" in teachers else read_encoder(cfg.teacher_speech)[2]
-    if theta0.get("teacher_fingerprint") != speech_fp:
-        raise ValueError(f"{cfg.init} was made from another speech teacher than {cfg.teacher_speech}; "
-                         "delete it (or pass --init) and rerun with --init_only")
-    heads = nn.ModuleDict({d: PredictionHeads(student.cfg.dim, t.cfg.dim, 3) for d, t in teachers.items()})
-    model = Distiller(student, heads).to(device).train()
-    student.mask_emb.requires_grad_(False)  # pretraining only; never used here (and DDP wants no idle parameter)
-    params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6)
-    g = torch.Generator().manual_seed(cfg.seed)
-    pools = {k: load_pool(cfg, k) for k in (["speech", "music"] if data == "mix" else [data])}
-    crop_n = int(cfg.crop_s * tasks.SR)
-    targets = {d: target_layers(t.cfg.layers) for d, t in teachers.items()}
-    bank = None
-    if cfg.cache_targets:
-        bank = TargetBank(cfg, data, pools, cfg.cache_crops or cfg.steps * cfg.batch)
-        for d in domains:
-            bank.add_teacher(d, teachers[d], targets[d], device, cfg.batch)
-        teachers = {}  # no teacher runs during a cached run
-    if world > 1 and lead:
-        torch.distributed.barrier()  # everything exists now: let the other ranks read it
-    start_step, ckpt_path = 0, os.path.join(out_dir, "checkpoint.pt")
-    if cfg.resume:
-        ck = load_checkpoint(ckpt_path, "run without --resume")
-        load_state(student, ck["encoder"], ckpt_path, "run without --resume")
-        load_state(heads, ck["heads"], ckpt_path, "run without --resume")
-        opt.load_state_dict(ck["optimizer"])
-        g.set_state(ck["rng"])
-        start_step = ck["step"]
-    ddp = model
-    if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.startswith("cuda") else None)
-    forward = torch.compile(ddp) if cfg.compile else ddp
-    if lead:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "config.json"), "w") as f:
-            json.dump(dict(asdict(cfg), data=data, out_dir=out_dir, world_size=world), f, indent=1)
-        print(f"distilling a {count_parameters(student) / 1e6:.2f}M-parameter student from {', '.join(domains)} "
-              f"(target layers {targets}) on {data} audio, {cfg.steps} steps of {cfg.batch} x {cfg.crop_s} s"
-              f"{f' over {world} ranks' if world > 1 else ''}, device {device}{' bf16' if amp else ''}, "
-              f"{'cached targets, ' if bank else ''}theta0 {theta0_fp}", flush=True)
-
-    def save(step, metrics):
-        save_checkpoint(ckpt_path, encoder={k: v.cpu() for k, v in student.state_dict().items()},
-                        heads={k: v.cpu() for k, v in heads.state_dict().items()}, optimizer=opt.state_dict(),
-                        rng=g.get_state(), step=step, encoder_config=asdict(student.cfg), theta0_fingerprint=theta0_fp,
-                        domain=cfg.domain, data=data, metrics=metrics, config=asdict(cfg))
-
-    metrics, t0 = {}, time.time()
-    log = open_log(os.path.join(out_dir, "log.jsonl"), start_step) if lead else None
-    mine = slice(rank * cfg.batch // world, (rank + 1) * cfg.batch // world)  # this rank's part of every batch
-    for step in range(start_step + 1, cfg.steps + 1):
-        if bank is not None:
-            wav, target = bank.batch(torch.randint(len(bank.specs), (cfg.batch,), generator=g).numpy()[mine])
-        else:
-            wav = read_batch(pools, draw_batch(pools, data, cfg.batch, crop_n, g)[mine], crop_n)  # (B, n)
-        wav = wav.pin_memory().to(device, non_blocking=True) if device.startswith("cuda") else wav
-        if bank is None:
-            target = {}
-            with torch.no_grad():  # frozen teachers, float32 (their targets are what the student must match)
-                for d in domains:
-                    hidden = teachers[d](wav)  # one forward pass, every layer
-                    target[d] = torch.stack([hidden[i] for i in targets[d]], 1)  # (B, K, T, Dt)
-        target = {d: t.to(device) for d, t in target.items()}
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_frac)
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp):
-            preds = forward(wav, cfg.conv_grad_mult)
-        loss, stats = 0.0, {}
-        for d in domains:  # ensemble: one head set per teacher, losses summed with equal weights
-            l, l1, cos = distill_loss(preds[d].float(), target[d])
-            loss = loss + l
-            stats[d] = dict(l1=[round(x, 4) for x in l1.tolist()], cos=[round(x, 4) for x in cos.tolist()])
-        if not torch.isfinite(loss):  # stop before the update: checkpoint.pt still holds the last good state
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; the last good checkpoint is {ckpt_path} "
-                                     f"(continue with --resume after lowering --lr, or check the data)")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP the gradients arrive averaged over the ranks
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        if lead and (step % cfg.log_every == 0 or step == cfg.steps):
-            el = time.time() - t0
-            done = step - start_step
-            metrics = dict(step=step, loss=round(loss.item(), 4), heads=stats, lr=opt.param_groups[0]["lr"],
-                           grad_norm=round(float(grad_norm), 3), ms_per_step=round(el / done * 1000, 1),
-                           audio_s_per_s=round(done * cfg.batch * cfg.crop_s / el, 1))
-            log.write(json.dumps(metrics) + "\n")
-            log.flush()
-            heads_txt = " ".join(f"{d}: L1 {'/'.join(f'{x:.3f}' for x in s['l1'])} cos {'/'.join(f'{x:.3f}' for x in s['cos'])}"
-                                 for d, s in stats.items())
-            print(f"step {step}/{cfg.steps} loss {loss.item():.4f} | {heads_txt} | lr {metrics['lr']:.2e} "
-                  f"{metrics['ms_per_step']:.0f} ms/step {metrics['audio_s_per_s']:.0f} audio-s/s "
-                  f"ETA {el / done * (cfg.steps - step) / 60:.1f} min", flush=True)
-        if lead and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            save(step, metrics)
-    if not lead:
-        return {}
-    log.close()
-    # the cost of this run (merge.py's cost table): teacher forward passes and peak memory of the process
-    metrics["teacher_clip_forwards"] = 0 if bank else (cfg.steps - start_step) * cfg.batch * len(domains)
-    metrics["wall_s"] = round(time.time() - t0, 1)
-    if device.startswith("cuda"):
-        metrics["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20)
-    elif resource is not None:  # ru_maxrss is in KiB on Linux
-        metrics["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    student_path = os.path.join(out_dir, "student.pt")
-    state = {k: v.cpu() for k, v in student.state_dict().items()}
-    save_checkpoint(student_path, encoder=state, encoder_config=asdict(student.cfg), theta0_fingerprint=theta0_fp,
-                    domain=cfg.domain, data=data, steps=cfg.steps, metrics=metrics, seed=cfg.seed)
-    print(f"done: {student_path} (final distillation loss {metrics.get('loss', float('nan')):.4f}, "
-          f"{time.time() - t0:.0f} s)", flush=True)
-    return dict(metrics, student=student_path, seconds=time.time() - t0)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Benchmark (--bench): the current config's student training step and teacher forward, against this machine's
-# matmul peak and, where transformers is installed, against its HubertModel built with the same sizes
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_time(fn, reps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
-def training_step(backbone_forward, params: list, heads: nn.Module, wav, target, amp: bool, device: str):
-    """One distillation step (forward, loss, backward, clip, AdamW) as a closure, for timing."""
-    opt = torch.optim.AdamW(params + list(heads.parameters()), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
-
-    def step():
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-            pred = heads(backbone_forward(wav))
-        loss = distill_loss(pred.float(), target)[0]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        sync(device)
-    return step
-
+# ---- --bench: this config's student step and teacher forward, against the machine's matmul peak and, where
+# transformers is installed, its HubertModel built with the same sizes under the same heads, loss and optimizer
 
 def bench(cfg: Config, reps: int = 10) -> float:
     """Prints step times, audio-seconds/s and FLOP/s; returns the speed ratio vs transformers (0 if absent)."""
     from torch.utils.flop_counter import FlopCounterMode
     device, amp = device_and_amp(cfg)
-    t_cfg = teacher_config(cfg)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t_cfg = teacher_config(cfg, teacher_recipe(cfg, "speech"))
     s_cfg = student_config(t_cfg)
     torch.manual_seed(0)
     student, teacher = Encoder(s_cfg).to(device).train(), Encoder(t_cfg).to(device).eval().requires_grad_(False)
     wav = torch.randn(cfg.batch, int(cfg.crop_s * tasks.SR), device=device)  # (B, n)
-    target = torch.randn(cfg.batch, 3, conv_frames(wav.shape[1]), t_cfg.dim, device=device)  # (B, K, T, Dt)
+    targets = {"speech": torch.randn(cfg.batch, 3, tasks.n_frames(wav.shape[1]), t_cfg.dim, device=device)}
     audio_s = cfg.batch * cfg.crop_s
-    dtype = torch.bfloat16 if amp else torch.float32
-    a = torch.randn(2048, 2048, device=device, dtype=dtype)
-    peak = 2 * 2048 ** 3 / median_time(lambda: (a @ a, sync(device)), 5)
-    print(f"bench: {device}, {torch.get_num_threads()} threads, {'bf16' if amp else 'fp32'}; batch {cfg.batch} x "
-          f"{cfg.crop_s} s; student {count_parameters(student) / 1e6:.2f}M, teacher {count_parameters(teacher) / 1e6:.2f}M "
-          f"parameters; 2048^3 matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
-    ours = training_step(lambda w: student(w, conv_grad_mult=cfg.conv_grad_mult)[-1], list(student.parameters()),
-                         PredictionHeads(s_cfg.dim, t_cfg.dim, 3).to(device), wav, target, amp, device)
-    with FlopCounterMode(display=False) as counter:
-        ours()
-    step_flops = counter.get_total_flops()
+
+    def step_of(backbone):  # one distill_step of `backbone` under fresh heads and AdamW
+        model = Distiller(backbone, nn.ModuleDict({"speech": PredictionHeads(s_cfg.dim, t_cfg.dim, 3)})).to(device)
+        params = list(model.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+        return lambda: (distill_step(model, params, opt, wav, targets, 1e-4, cfg, amp), sync())
 
     def teacher_forward():
         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             teacher(wav)
-        sync(device)
-    with FlopCounterMode(display=False) as counter:
-        teacher_forward()
-    teacher_flops = counter.get_total_flops()
-    theirs = None
+        sync()
+    a = torch.randn(2048, 2048, device=device, dtype=torch.bfloat16 if amp else torch.float32)
+    times = []
+    for _ in range(6):
+        t = time.perf_counter()
+        a @ a, sync()
+        times.append(time.perf_counter() - t)
+    peak = 2 * 2048 ** 3 / float(np.median(times[1:]))
+    print(f"bench: {device}, {torch.get_num_threads()} threads, {'bf16' if amp else 'fp32'}; batch {cfg.batch} x "
+          f"{cfg.crop_s} s; student {count_parameters(student) / 1e6:.2f}M, teacher "
+          f"{count_parameters(teacher) / 1e6:.2f}M parameters; 2048^3 matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
+    fns, flops = {"ours": step_of(student), "teacher": teacher_forward}, {}
+    for name, fn in fns.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops()
     try:
         import transformers
-        hf_cfg = transformers.HubertConfig(
+        hf = transformers.HubertModel(transformers.HubertConfig(
             hidden_size=s_cfg.dim, num_hidden_layers=s_cfg.layers, num_attention_heads=s_cfg.heads,
             intermediate_size=s_cfg.ffn, conv_dim=(s_cfg.conv_channels,) * 7, num_conv_pos_embeddings=s_cfg.pos_kernel,
             num_conv_pos_embedding_groups=s_cfg.pos_groups, feat_proj_layer_norm=s_cfg.feature_layernorm,
             hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
-            mask_time_prob=0.0, attn_implementation="sdpa")
-        hf = transformers.HubertModel(hf_cfg).to(device).train()
-        theirs = training_step(lambda w: hf(w).last_hidden_state, list(hf.parameters()),
-                               PredictionHeads(s_cfg.dim, t_cfg.dim, 3).to(device), wav, target, amp, device)
+            mask_time_prob=0.0, attn_implementation="sdpa")).to(device).train()
+        fns["theirs"] = step_of(_LastHidden(hf))
     except ImportError:
         print("bench: transformers not installed, no reference comparison (pip install -r tests/requirements.txt)")
-    times = {"ours": [], "theirs": [], "teacher": []}
-    for fn in [ours, theirs, teacher_forward] * 2:  # warm-up
-        if fn is not None:
+    times = {name: [] for name in fns}
+    for _ in range(2):  # warm-up
+        for fn in fns.values():
             fn()
-    for _ in range(reps):  # interleaved, so a busy moment of the machine hits both alike
-        for name, fn in (("ours", ours), ("theirs", theirs), ("teacher", teacher_forward)):
-            if fn is not None:
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-    med = {k: float(np.median(v)) for k, v in times.items() if v}
-    print(f"bench: student step {med['ours'] * 1e3:.1f} ms = {audio_s / med['ours']:.0f} audio-s/s, "
-          f"{step_flops / 1e9:.1f} GFLOP/step = {step_flops / med['ours'] / 1e9:.1f} GFLOP/s "
-          f"({100 * step_flops / med['ours'] / peak:.0f}% of the matmul peak)")
-    print(f"bench: teacher forward {med['teacher'] * 1e3:.1f} ms = {audio_s / med['teacher']:.0f} audio-s/s, "
-          f"{teacher_flops / 1e9:.1f} GFLOP = {teacher_flops / med['teacher'] / 1e9:.1f} GFLOP/s "
-          f"({100 * teacher_flops / med['teacher'] / peak:.0f}% of the matmul peak)")
+    for _ in range(reps):  # interleaved, so a busy moment of the machine hits all alike
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    for name, what in (("ours", "student step"), ("teacher", "teacher forward")):
+        rate = flops[name] / med[name]
+        print(f"bench: {what} {med[name] * 1e3:.1f} ms = {audio_s / med[name]:.0f} audio-s/s, {flops[name] / 1e9:.1f} "
+              f"GFLOP = {rate / 1e9:.1f} GFLOP/s ({100 * rate / peak:.0f}% of the matmul peak)")
     if "theirs" not in med:
         return 0.0
-    ratio = med["theirs"] / med["ours"]
     print(f"bench: transformers HubertModel step {med['theirs'] * 1e3:.1f} ms (same sizes, heads, loss, optimizer; "
           f"median of {reps})")
-    print(f"speed_ratio_vs_transformers {ratio:.2f}", flush=True)
-    return ratio
+    print(f"speed_ratio_vs_transformers {med['theirs'] / med['ours']:.2f}", flush=True)
+    return med["theirs"] / med["ours"]
 
 
-# --preset paper: DistilHuBERT's recipe as the paper's students used it (PAPER.md Sec. 4), for a GPU and real
-# teachers (--teacher_speech hubert_base_ls960.pt --teacher_music MERT-v0-public/). Explicit flags still win.
-PRESETS = {"paper": dict(steps=200_000, batch=24, crop_s=15.6, lr=2e-4, warmup_frac=0.07, conv_grad_mult=0.1,
-                         teacher_layers=12, dim=768, conv_channels=512, log_every=500, ckpt_every=5000)}
+class _LastHidden(nn.Module):
+    """transformers' HubertModel as a student backbone: (wav, conv_grad_mult) -> [last hidden state]."""
 
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, wav, conv_grad_mult: float = 1.0):
+        return [self.hf(wav).last_hidden_state]
+
+
+# ---- The command line
 
 def parse_args(argv=None) -> Config:
     p = tasks.config_parser(Config, __doc__)
@@ -1230,14 +1242,14 @@ def parse_args(argv=None) -> Config:
 
 def check_config(cfg: Config) -> None:
     """Options out of range are refused before any work, with the valid range."""
-    tasks.check_config(cfg, ranges=dict(steps=(1, None), batch=(1, None), crop_s=(tasks.WIN / tasks.SR, None), lr=(0, None),
-                                        warmup_frac=(0, 1), conv_grad_mult=(0, None), teacher_steps=(1, None),
-                                        music_teacher_steps=(1, None), front_end_steps=(0, None), speech_iterations=(1, 3),
-                                        teacher_layers=(1, None), dim=(1, None), conv_channels=(1, None),
-                                        music_conv_channels=(0, None), threads=(0, None), log_every=(1, None),
-                                        ckpt_every=(1, None), cache_crops=(0, None)),
-                       choices=dict(domain=("speech", "music", "both"), data=("", "speech", "music", "mix"),
-                                    bf16=("auto", "on", "off"), pretrain=("", "speech", "music"), preset=("", *PRESETS)))
+    tasks.check_config(cfg, ranges=dict(
+        steps=(1, None), batch=(1, None), crop_s=(tasks.WIN / tasks.SR, None), lr=(0, None), warmup_frac=(0, 1),
+        conv_grad_mult=(0, None), teacher_steps=(1, None), music_teacher_steps=(1, None), front_end_steps=(0, None),
+        speech_iterations=(1, 3), teacher_layers=(1, None), dim=(1, None), conv_channels=(1, None),
+        music_conv_channels=(0, None), threads=(0, None), log_every=(1, None), ckpt_every=(1, None),
+        cache_crops=(0, None)), choices=dict(domain=("speech", "music", "both"), data=("", "speech", "music", "mix"),
+                                             bf16=("auto", "on", "off"), pretrain=("", "speech", "music"),
+                                             preset=("", *PRESETS)))
 
 
 def main(argv=None):
@@ -1254,7 +1266,7 @@ def main(argv=None):
             pretrain_teacher(cfg, cfg.pretrain, cfg.teacher_speech if cfg.pretrain == "speech" else cfg.teacher_music)
         elif cfg.init_only:
             tasks.ensure_data(cfg.data_dir)
-            print(f"theta0 {get_theta0(cfg, device_and_amp(cfg)[0])[1]} at {cfg.init}")
+            print(f"theta0 {load_or_make_theta0(cfg, device_and_amp(cfg)[0])['fingerprint']} at {cfg.init}")
         else:
             train(cfg)
     except (ValueError, FloatingPointError, OSError, KeyboardInterrupt) as e:
