@@ -16,7 +16,9 @@ Usage:  python merge.py --lam_speech 0.9 --lam_music 0.1 --out out/merged.pt   #
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ class Config:
     speech: str = ""  # speech student checkpoint (default: out/speech_<data>_s<first of --seeds>/student.pt)
     music: str = ""  # music student checkpoint (default: out/music_<data>_s<first of --seeds>/student.pt)
     init: str = "out/theta0.pt"  # theta0, the students' shared init
+    teacher_speech: str = td.Config.teacher_speech  # the teachers: reference rows of every table, and --reproduce's
+    teacher_music: str = td.Config.teacher_music  # (the same files tiny_distill.py uses by default)
     lam_speech: float = 0.9  # weight of tau_speech
     lam_music: float = 0.1  # weight of tau_music
     method: str = "ta"  # ta (task arithmetic) | ties | dare
@@ -44,9 +48,14 @@ class Config:
     seeds: str = "0"  # comma-separated distillation seeds to sweep or tabulate
     data: str = ""  # distillation data of the students: '' (own pools) or speech (the authors' setting)
     table: bool = False  # print the headline table, the cost table and the plots from --results, and stop
-    probe_seeds: int = 3  # probe seeds per merged model
+    reproduce: bool = False  # make whatever of the study is missing (data, theta0, runs, probes), then the tables
+    steps: int = 500  # --reproduce: distillation steps of the students and the ensemble (the 2x ensemble: twice)
+    cache_crops: int = 8000  # --reproduce: distil from a cached bank of this many crops per data setting (0: online)
+    probe_seeds: int = 3  # probe seeds per model
+    probe_steps: int = 400  # optimisation steps of each probe
     # files
     results: str = "out/results.jsonl"  # probe results, read and appended
+    predictions: str = "out/predictions"  # chosen probes and per-item test predictions (the paired intervals)
     data_dir: str = "data"  # the probe sets (tasks.py)
 
 
@@ -193,39 +202,73 @@ def merged_tag(cfg: Config, lam_speech: float, lam_music: float, seed: int) -> s
     return tag_of(f"{method}ta_{lam_speech:.1f}_{lam_music:.1f}", cfg, seed)
 
 
-def probe_once(path: str, tag: str, layer: str, cfg: Config, done: set) -> None:
-    """probe.py on every task unless `tag` is already in the results."""
-    if tag in done:
+def probed(cfg: Config, tag: str, layer: str, splits: str) -> bool:
+    """Whether `tag`'s stored probes cover every task and probe seed, with test read if `splits` asks for it."""
+    stored = probe.read_predictions(cfg.predictions, tag, layer)
+    return all(t in stored and len(stored[t]["seeds"]) == cfg.probe_seeds and
+               ("test" not in splits or all("test_pred" in p for p in stored[t]["seeds"].values()))
+               for t in tasks.PROBE_TASKS)
+
+
+def probe_model(path: str, tag: str, layer: str, cfg: Config, splits: str = "train,valid,test", audio=None) -> None:
+    """probe.py on every task unless its stored probes already hold what `splits` asks (a killed probe redoes its
+    model). splits train,valid chooses the probes and leaves test unread; test then reads it for the chosen ones."""
+    if probed(cfg, tag, layer, splits):
         return
     if path != "logmel" and not os.path.exists(path.split(":", 1)[-1]):
-        raise ValueError(f"{path} not found; run the distillations first (see README, 'Reproduce')")
-    print(f"probing {tag} ({path})", flush=True)
-    probe.run(probe.Config(model=path, tag=tag, layer=layer, seeds=cfg.probe_seeds, results=cfg.results,
-                           data_dir=cfg.data_dir))
-    done.add(tag)
+        raise ValueError(f"{path} not found; run the distillations first (python merge.py --reproduce makes them)")
+    print(f"probing {tag} ({path}, layer {layer}, {splits})", flush=True)
+    probe.run(probe.Config(model=path, tag=tag, layer=layer, splits=splits, seeds=cfg.probe_seeds,
+                           steps=cfg.probe_steps, results=cfg.results, data_dir=cfg.data_dir,
+                           predictions=cfg.predictions), audio)
 
 
-def run_sweep(cfg: Config) -> None:
-    done = {r["model"] for r in probe.read_results(cfg.results)}
-    probe_once("logmel", "logmel", "last", cfg, done)
-    probe_once(td.Config.teacher_speech, "teacher_speech", "weighted", cfg, done)
-    probe_once(td.Config.teacher_music, "teacher_music", "weighted", cfg, done)
-    probe_once(cfg.init, "theta0", "last", cfg, done)
-    for seed in [int(s) for s in cfg.seeds.split(",")]:
+def references(cfg: Config) -> list:
+    """(model, tag, layer) of the rows every table compares against: log-mel, the teachers (SUPERB's weighted
+    layers), random encoders of each teacher's size, theta0."""
+    return [("logmel", "logmel", "last"), (cfg.teacher_speech, "teacher_speech", "weighted"),
+            (cfg.teacher_music, "teacher_music", "weighted"), ("random:" + cfg.teacher_speech, "random_teacher_speech",
+                                                               "weighted"),
+            ("random:" + cfg.teacher_music, "random_teacher_music", "weighted"), (cfg.init, "theta0", "last")]
+
+
+def sweep_jobs(cfg: Config, audio=None) -> list:
+    """The probes of a sweep, in order, as Jobs: the references and theta0, every seed's students and ensembles,
+    and the merges at every sweep point. On the line, only what the table reports reads test: the paper's five
+    points at once, the valid pick (chosen from all seeds' valid accuracies) once the others are done."""
+    jobs, seeds = [], [int(s) for s in cfg.seeds.split(",")]
+
+    def add(path, tag, layer, splits="train,valid,test", est=30.0, merge_first=None):
+        def work():
+            if merge_first is not None and not os.path.exists(path):
+                write_merged(Config(**{**asdict(cfg), "lam_speech": merge_first[0], "lam_music": merge_first[1]}),
+                             *merge_first[2:], path)
+            probe_model(path, tag, layer, cfg, splits, audio)
+        jobs.append(Job(f"probe {tag} ({splits})", est, work, lambda: probed(cfg, tag, layer, splits)))
+    for path, tag, layer in references(cfg):
+        add(path, tag, layer, est=60.0 if "teacher" in tag else 30.0)
+    merged = lambda tag: os.path.join("out", "merged", tag + ".pt")  # noqa: E731
+    for seed in seeds:
         paths = student_paths(cfg, seed)
         for name, path in paths.items():
-            if name.startswith("ensemble") and not os.path.exists(path):
+            if name.startswith("ensemble") and not cfg.reproduce and not os.path.exists(path):
                 print(f"skipping {name} seed {seed}: {path} not found", flush=True)
                 continue
-            probe_once(path, tag_of(name, cfg, seed), "last", cfg, done)
+            add(path, tag_of(name, cfg, seed), "last")
         for lam_speech, lam_music in sweep_points(cfg.sweep):
             tag = merged_tag(cfg, lam_speech, lam_music, seed)
-            if tag in done:
-                continue
-            out = os.path.join("out", "merged", tag + ".pt")
-            write_merged(Config(**{**asdict(cfg), "lam_speech": lam_speech, "lam_music": lam_music}),
-                         paths["student_speech"], paths["student_music"], out)
-            probe_once(out, tag, "last", cfg, done)
+            reported = cfg.sweep != "line" or lam_speech in REPORTED
+            add(merged(tag), tag, "last", "train,valid,test" if reported else "train,valid", 30.0 if reported else 12.0,
+                (lam_speech, lam_music, paths["student_speech"], paths["student_music"]))
+    if cfg.sweep == "line":
+        def pick_tag(seed):  # decided when the job runs: after every seed's valid probes
+            return merged_tag(cfg, *valid_pick(probe.read_results(cfg.results), cfg, seeds)[0], seed)
+        for seed in seeds:
+            jobs.append(Job(f"probe the valid pick, seed {seed} (test)", 20.0,
+                            lambda s=seed: probe_model(merged(pick_tag(s)), pick_tag(s), "last", cfg, "test", audio),
+                            lambda s=seed: valid_pick(probe.read_results(cfg.results), cfg, seeds)[0] is not None and
+                            probed(cfg, pick_tag(s), "last", "test")))
+    return jobs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,7 +336,8 @@ def table_rows(rows: list, cfg: Config, seeds: list) -> list:
 def test_se(rows: list, tag: str) -> float:
     """Standard error of a model's mean test accuracy over the tasks from the finite test sets alone (binomial,
     sqrt(sum_t p_t (1 - p_t) / n_t) / n_tasks): the noise floor no number of seeds removes."""
-    p, n = probe.mean_scores(rows, tag), {r["task"]: r["n_test"] for r in rows if r["model"] == tag}
+    p = probe.mean_scores(rows, tag)
+    n = {r["task"]: r["n_test"] for r in rows if r["model"] == tag and r.get("n_test") and r.get("probe", "linear") == "linear"}
     return float(np.sqrt(sum(p[t] * (1 - p[t]) / n[t] for t in p)) / len(p)) if p else float("nan")
 
 
@@ -316,7 +360,89 @@ def headline_table(rows: list, cfg: Config) -> str:
         lines.append(f"| {label} (n={len(found)}) | " + " | ".join(cells) + " |")
     lines.append(f"\nStandard error of one model's mean test accuracy from the test-set sizes alone: "
                  f"{test_se(rows, 'logmel'):.4f} (logmel), at most {max(ses, default=float('nan')):.4f} over the rows "
-                 f"above; the seed std comes on top of it.")
+                 f"above; the seed std comes on top of it. Paired differences:")
+    return "\n".join(lines + interval_lines(rows, cfg))
+
+
+def clip_correct(stored: dict, task: str) -> tuple:
+    """One model's test predictions of a task -> (correct items per clip, averaged over probe seeds; items per
+    clip). A frame-level task's clip holds all its frames, so resampling clips keeps them together."""
+    entry = stored[task]
+    correct = torch.stack([p["test_pred"] == entry["test_labels"] for p in entry["seeds"].values()]).float().mean(0)
+    sizes = entry["test_sizes"].long()
+    per_clip = torch.zeros(len(sizes)).index_add_(0, torch.repeat_interleave(torch.arange(len(sizes)), sizes), correct)
+    return per_clip.double().numpy(), sizes.double().numpy()
+
+
+def paired_difference(cfg: Config, pairs: list, n_boot: int = 2000, seed: int = 0) -> tuple:
+    """Mean test accuracy (the mean over tasks) of A minus B, with a 95% interval from a paired bootstrap over test
+    clips and distillation seeds. pairs: [(tag of A, tag of B)], one per seed. Each replicate resamples every
+    task's clips (the same clips for A and B, and for every seed: paired) and then the seeds.
+    -> (difference, low, high), or None when a model lacks stored test predictions."""
+    rng = np.random.default_rng(seed)
+    stored = [[probe.read_predictions(cfg.predictions, tag, "last") for tag in pair] for pair in pairs]
+    if not all(all(t in s and "test_labels" in s[t] for t in tasks.PROBE_TASKS) for pair in stored for s in pair):
+        return None
+    diffs = np.zeros((n_boot, len(pairs)))  # (replicate, seed)
+    point = np.zeros(len(pairs))
+    for t in tasks.PROBE_TASKS:
+        per = [[clip_correct(s, t) for s in pair] for pair in stored]  # [seed][model] -> (correct, sizes)
+        sizes = per[0][0][1]
+        counts = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=n_boot)  # (replicate, clip)
+        for i, ((a, _), (b, _)) in enumerate(per):
+            point[i] += ((a - b).sum() / sizes.sum()) / len(tasks.PROBE_TASKS)
+            diffs[:, i] += (counts @ (a - b)) / (counts @ sizes) / len(tasks.PROBE_TASKS)
+    seeds_drawn = rng.integers(0, len(pairs), size=(n_boot, len(pairs)))
+    boot = np.take_along_axis(diffs, seeds_drawn, 1).mean(1)
+    return float(point.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+
+def interval_lines(rows: list, cfg: Config) -> list:
+    """The headline's two comparisons as paired differences with 95% intervals."""
+    seeds = [int(s) for s in cfg.seeds.split(",")]
+    pick, _ = valid_pick(rows, cfg, seeds)
+    lines = []
+    for name, label in (("ensemble", "ensemble"), ("ensemble_2x", "2x ensemble")):
+        res = pick and paired_difference(cfg, [(merged_tag(cfg, *pick, s), tag_of(name, cfg, s)) for s in seeds])
+        if res:
+            d, lo, hi = res
+            verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0"
+            lines.append(f"- TA valid pick {pick[0]}/{pick[1]} minus {label}: {d:+.4f} mean test accuracy, 95% "
+                         f"interval [{lo:+.4f}, {hi:+.4f}] ({verdict}; paired bootstrap over test clips and "
+                         f"{len(seeds)} seed(s), 2000 replicates)")
+    return lines
+
+
+def paired_se(cfg: Config, tag_a: str, tag_b: str, layer_a: str, layer_b: str, task: str) -> float:
+    """Standard error of the test-accuracy difference of two models on one task, from their per-clip agreement."""
+    (a, sizes), (b, _) = (clip_correct(probe.read_predictions(cfg.predictions, tag, layer), task)
+                          for tag, layer in ((tag_a, layer_a), (tag_b, layer_b)))
+    d = (a - b) / sizes.mean()  # each clip's share of the accuracy difference, in items of an average clip
+    return float(d.std() / np.sqrt(len(d)))
+
+
+def teacher_table(rows: list, cfg: Config) -> str:
+    """Each teacher against log-mel and the random encoder of its own size, with theta0 and the students of the
+    first seed; bold: the teacher beats both baselines of its domain's task by more than one paired SE."""
+    seed = int(cfg.seeds.split(",")[0])
+    cols = [("log-mel", "logmel", "last"), ("random, speech size", "random_teacher_speech", "weighted"),
+            ("random, music size", "random_teacher_music", "weighted"), ("speech teacher", "teacher_speech", "weighted"),
+            ("music teacher", "teacher_music", "weighted"), ("theta0", "theta0", "last"),
+            ("speech student", tag_of("student_speech", cfg, seed), "last"),
+            ("music student", tag_of("student_music", cfg, seed), "last")]
+    acc = {tag: probe.mean_scores(rows, tag, layer) for _, tag, layer in cols}
+    lines = ["| task | domain | chance | " + " | ".join(c[0] for c in cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    for t, (domain, _) in tasks.PROBE_TASKS.items():
+        n_classes = next((r["classes"] for r in rows if r["task"] == t), 0)
+        cells = []
+        for _, tag, layer in cols:
+            cell = f"{acc[tag][t]:.3f}" if t in acc[tag] else "-"
+            if tag == f"teacher_{domain}" and t in acc[tag]:
+                beats = all(t in acc[b] and acc[tag][t] - acc[b][t] > paired_se(cfg, tag, b, "weighted", lb, t)
+                            for _, b, lb in (cols[0], cols[1 if domain == "speech" else 2]))
+                cell = f"**{cell}**" if beats else cell
+            cells.append(cell)
+        lines.append(f"| {t} | {domain} | {1 / max(n_classes, 1):.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -409,11 +535,92 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
     return written
 
 
+def study_report(cfg: Config) -> str:
+    """The study's tables as markdown: the headline table with its paired intervals, the teacher table, the cost
+    of the distillations; the plots are written beside them."""
+    rows = probe.read_results(cfg.results)
+    folder = os.path.join("out", f"data_{cfg.data}") if cfg.data else "out"  # the ablation's own plots
+    os.makedirs(folder, exist_ok=True)
+    return "\n\n".join([headline_table(rows, cfg), teacher_table(rows, cfg), cost_table(cfg),
+                         "plots: " + ", ".join(plots(rows, cfg, folder))])
+
+
+def reproduce(cfg: Config) -> None:
+    """python merge.py --reproduce --seeds 0,1,2: the whole study in the paper's order, making whatever is missing:
+    1) the data, 2) theta0, 3) per seed the speech and music students and the ensembles (the same steps, and twice
+    them), 4) the probes of references, students, ensembles and the lambda line, 5) the tables and plots (study.md).
+    A second call redoes nothing; an interrupted one resumes (a killed distillation from its last checkpoint)."""
+    seeds = [int(s) for s in cfg.seeds.split(",")]
+    jobs = [Job("data", 60.0, lambda: tasks.ensure_data(cfg.data_dir),
+                lambda: os.path.exists(os.path.join(cfg.data_dir, "manifest.json"))),
+            Job("theta0", 2.0, lambda: td.load_or_make_theta0(distil_config(cfg, "student_speech", 0), "cpu"),
+                lambda: os.path.exists(cfg.init))]
+    for seed in seeds:
+        for name, path in student_paths(cfg, seed).items():
+            run = distil_config(cfg, name, seed)
+            jobs.append(Job(f"distil {name} seed {seed}", run.steps * 0.15, lambda run=run: td.train(run),
+                            lambda path=path: os.path.exists(path)))
+    jobs += sweep_jobs(Config(**{**asdict(cfg), "sweep": "line"}), audio={})  # decoded clips shared by every probe
+    jobs.append(Job("tables and plots", 5.0, lambda: write_report(cfg, study_report(cfg)), lambda: False))
+    run_jobs(jobs, os.path.join("out", "reproduce_times.json"))
+
+
+def distil_config(cfg: Config, name: str, seed: int) -> td.Config:
+    """The tiny_distill.py run that makes student_paths(cfg, seed)[name] (the README lists these commands)."""
+    domain, times = {"student_speech": ("speech", 1), "student_music": ("music", 1), "ensemble": ("both", 1),
+                     "ensemble_2x": ("both", 2)}[name]
+    out_dir = os.path.dirname(student_paths(cfg, seed)[name])
+    return td.Config(domain=domain, data=cfg.data, seed=seed, steps=times * cfg.steps, out_dir=out_dir, init=cfg.init,
+                     teacher_speech=cfg.teacher_speech, teacher_music=cfg.teacher_music, data_dir=cfg.data_dir,
+                     cache_targets=cfg.cache_crops > 0, cache_crops=cfg.cache_crops,
+                     resume=os.path.exists(os.path.join(out_dir, "checkpoint.pt")))
+
+
 # ================================================================================================================
-# Part 2: plumbing (skip on first read): the command line
+# Part 2: plumbing (skip on first read): the job runner with progress and ETA, the command line
+
+class Job(NamedTuple):
+    name: str
+    estimate_s: float  # a guess, scaled by how fast the finished jobs ran, for the ETA
+    run: Callable
+    done: Callable  # () -> bool: already made, skipped
+
+
+def run_jobs(jobs: list, times_path: str) -> None:
+    """Run the jobs not yet done, in order, one progress line each with an ETA for the whole; the wall time of
+    every job goes to times_path (JSON), kept across calls."""
+    times = json.load(open(times_path)) if os.path.exists(times_path) else {}
+    todo = [not job.done() for job in jobs]
+    spent, guessed, t_start = 0.0, 0.0, time.time()
+    for i, (job, needed) in enumerate(zip(jobs, todo)):
+        if not needed:
+            print(f"[{i + 1}/{len(jobs)}] {job.name}: done before, skipped", flush=True)
+            continue
+        t0 = time.time()
+        job.run()
+        took = time.time() - t0
+        spent, guessed = spent + took, guessed + job.estimate_s
+        times[job.name] = round(took, 1)
+        os.makedirs(os.path.dirname(os.path.abspath(times_path)), exist_ok=True)
+        with open(times_path + ".tmp", "w") as f:
+            json.dump(times, f, indent=1)
+        os.replace(times_path + ".tmp", times_path)
+        left = sum(j.estimate_s for j, n in zip(jobs[i + 1:], todo[i + 1:]) if n) * spent / guessed
+        print(f"[{i + 1}/{len(jobs)}] {job.name}: {took:.0f} s; {(time.time() - t_start) / 60:.1f} min so far, "
+              f"ETA {left / 60:.1f} min", flush=True)
+
+
+def write_report(cfg: Config, report: str) -> None:
+    print(report, flush=True)
+    path = os.path.join("out", f"study_{cfg.data}.md" if cfg.data else "study.md")
+    with open(path + ".tmp", "w") as f:
+        f.write(f"Made by python merge.py --reproduce --seeds {cfg.seeds}" + (f" --data {cfg.data}" if cfg.data else "")
+                + f" ({time.strftime('%Y-%m-%d %H:%M')})\n\n{report}\n")
+    os.replace(path + ".tmp", path)
 
 def check_config(cfg: Config) -> None:
-    tasks.check_config(cfg, ranges=dict(keep_frac=(1e-6, 1), drop_prob=(0, 0.999), probe_seeds=(1, None)),
+    tasks.check_config(cfg, ranges=dict(keep_frac=(1e-6, 1), drop_prob=(0, 0.999), probe_seeds=(1, None),
+                                        cache_crops=(0, None), steps=(1, None), probe_steps=(1, None)),
                        choices=dict(method=("ta", "ties", "dare"), sweep=("", "line", "paper", "grid"),
                                     data=("", "speech")))
     if not all(s.strip().isdigit() for s in cfg.seeds.split(",")):
@@ -422,24 +629,25 @@ def check_config(cfg: Config) -> None:
 
 def main(argv=None):
     cfg = Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
+    tasks.keep_freed_memory()
     print(json.dumps(asdict(cfg)), flush=True)
     try:
         check_config(cfg)
-        if cfg.table:
-            rows = probe.read_results(cfg.results)
-            print(headline_table(rows, cfg) + "\n\n" + cost_table(cfg))
-            folder = os.path.join("out", f"data_{cfg.data}") if cfg.data else "out"  # the ablation's own plots
-            os.makedirs(folder, exist_ok=True)
-            print("plots: " + ", ".join(plots(rows, cfg, folder)))
+        if cfg.reproduce:
+            reproduce(cfg)
+        elif cfg.table:
+            print(study_report(cfg))
         elif cfg.sweep:
-            run_sweep(cfg)
+            for job in sweep_jobs(cfg, audio={}):
+                job.run()
             print(headline_table(probe.read_results(cfg.results), cfg))
         elif cfg.out:
             paths = student_paths(cfg, int(cfg.seeds.split(",")[0]))
             write_merged(cfg, paths["student_speech"], paths["student_music"], cfg.out)
             print(f"wrote {cfg.out}: theta0 + {cfg.lam_speech} tau_speech + {cfg.lam_music} tau_music ({cfg.method})")
         else:
-            raise ValueError("nothing to do: give --out PATH (one merge), --sweep line|paper|grid, or --table")
+            raise ValueError("nothing to do: give --out PATH (one merge), --sweep line|paper|grid, --table or "
+                             "--reproduce")
     except (ValueError, OSError, KeyboardInterrupt) as e:
         sys.exit(tasks.one_line(e))
 

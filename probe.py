@@ -25,6 +25,7 @@ Usage:  python probe.py --model logmel --task all
 import csv
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -45,7 +46,9 @@ class Config:
     task: str = "all"  # all | speech | music | comma-separated names | csv:PATH
     layer: str = "last"  # last (paper, students) | weighted (SUPERB, teachers) | an integer layer index
     tag: str = ""  # name stored under "model" in the results (default: --model)
+    splits: str = "train,valid,test"  # train,valid: choose the probes, test not read | test: read it for the chosen ones
     # the probe
+    probe: str = "linear"  # linear (the headline's) | mlp (MARBLE's: one hidden layer of 512 ReLU units)
     seeds: int = 3  # probe seeds (init and minibatch order); mean and std are reported
     steps: int = 400  # optimisation steps per probe (the fixed budget)
     batch: int = 256  # examples (frames for PR) per step
@@ -53,6 +56,7 @@ class Config:
     eval_every: int = 25  # steps between evaluations on valid (the stopping step is chosen among these)
     # files
     results: str = "out/results.jsonl"  # JSON lines appended here
+    predictions: str = "out/predictions"  # chosen probes and per-item test predictions, one file per model
     data_dir: str = "data"  # where tasks.py wrote the probe sets (made if missing)
     max_seconds: float = 30.0  # longer external clips are cut to their centre this long
     # the overall score
@@ -65,6 +69,7 @@ class Config:
 # DEVIATION: one linear layer on mean-pooled features for every task (frames for PR), where SUPERB and MARBLE use
 # task-specific heads (BiLSTM + CTC for ASR, MLP probes): cheap enough to probe dozens of merged models on a CPU.
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)  # L2 strengths tried side by side; the best on valid is kept
+MLP_HIDDEN = 512  # MARBLE's MLP probe
 SPLITS = ("train", "valid", "test")
 
 
@@ -155,45 +160,55 @@ def load_model(spec: str, device: str):
     return tiny_distill.load_encoder(spec, device)
 
 
+class Clip(NamedTuple):
+    frames: bool  # a frame-level task needs its frame features, not only the mean
+    where: str  # CSV and line, for error messages
+    test_only: bool  # used by no train or valid split
+
+
 @torch.no_grad()
-def extract(model, clips: dict, device: str, max_seconds: float, batch_samples: int = 64 * tasks.SR) -> dict:
-    """clips: path -> (needs_frames, where) -> path -> (pooled (L, C) float32, frames (L, T, C) float16 or None).
-    Clips of equal length are batched (no padding, so no mask is needed and batching cannot change a feature)."""
-    wavs = {}
-    for path, (_, where) in clips.items():
-        try:
-            wavs[path] = tasks.read_audio(path, max_seconds)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-    by_len = {}
-    for path, w in wavs.items():
-        by_len.setdefault(len(w), []).append(path)
+def extract(model, clips: dict, device: str, max_seconds: float, audio: dict = None,
+            batch_samples: int = 64 * tasks.SR) -> dict:
+    """clips: path -> Clip -> path -> (pooled (L, C) float32, frames (L, T, C) float16 or None). Clips of equal
+    length are batched (no padding, so no mask is needed), and test-only clips never share a batch with the others:
+    train and valid features are the same whether or not test is read. `audio` caches decoded files across calls."""
+    audio = {} if audio is None else audio
+    for path, clip in clips.items():
+        if path not in audio:
+            try:
+                audio[path] = tasks.read_audio(path, max_seconds)
+            except ValueError as e:
+                raise ValueError(f"{clip.where}: {e}") from None
+    groups = {}
+    for path, clip in clips.items():
+        groups.setdefault((clip.test_only, len(audio[path])), []).append(path)
     feats, done, t0 = {}, 0, time.time()
-    for n, paths in sorted(by_len.items()):
+    for (_, n), paths in sorted(groups.items()):
         per_batch = max(1, batch_samples // n)
         for i in range(0, len(paths), per_batch):
             chunk = paths[i:i + per_batch]
-            wav = torch.from_numpy(np.stack([wavs[p] for p in chunk])).to(device)  # (B, n)
+            wav = torch.from_numpy(np.stack([audio[p] for p in chunk])).to(device)  # (B, n)
             hidden = torch.stack([h.float() for h in model(wav)], 1)  # (B, L, T, C)
             pooled = hidden.mean(2).cpu()  # (B, L, C): mean over time
             for j, p in enumerate(chunk):
-                feats[p] = (pooled[j], hidden[j].half().cpu() if clips[p][0] else None)
+                feats[p] = (pooled[j], hidden[j].half().cpu() if clips[p].frames else None)
             done += len(chunk)
-        if time.time() - t0 > 10 and done < len(wavs):
-            print(f"  features: {done}/{len(wavs)} clips, {time.time() - t0:.0f} s", flush=True)
+            if time.time() - t0 > 10 and done % 1000 < len(chunk):
+                print(f"  features: {done}/{len(clips)} clips, {time.time() - t0:.0f} s", flush=True)
     return feats
 
 
-def task_arrays(task: dict, feats: dict) -> dict:
-    """split -> (X (N, L, C), y (N,)) with class indices over the task's sorted labels."""
+def task_arrays(task: dict, feats: dict, splits=SPLITS) -> dict:
+    """split -> (X (N, L, C), y (N,), items per clip (clips,)) with class indices over the task's sorted labels;
+    a frame-level task's items are frames, so a clip holds several (the paired bootstrap resamples clips)."""
     if task["frame_level"]:
         classes = sorted({lab for r in task["rows"] for lab in r.label})
     else:
         classes = sorted({r.label for r in task["rows"]})
     index = {c: i for i, c in enumerate(classes)}
-    out = {}
-    for s in SPLITS:
-        xs, ys = [], []
+    out = {"classes": classes}
+    for s in splits:
+        xs, ys, sizes = [], [], []
         for r in task["rows"]:
             if r.split != s:
                 continue
@@ -206,16 +221,17 @@ def task_arrays(task: dict, feats: dict) -> dict:
                 m = min(T, len(r.label))
                 xs.append(frames[:, :m].transpose(0, 1).float())  # (m, L, C)
                 ys += [index[lab] for lab in r.label[:m]]
+                sizes.append(m)
             else:
                 xs.append(pooled[None])
                 ys.append(index[r.label])
-        out[s] = (torch.cat(xs), torch.tensor(ys))
-    out["classes"] = classes
+                sizes.append(1)
+        out[s] = (torch.cat(xs), torch.tensor(ys), torch.tensor(sizes))
     return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The probe: one linear layer per L2 strength, trained side by side; chosen on valid; test read once
+# The probe: for each seed and L2 strength a probe, all trained side by side; chosen on valid; test read once
 
 def layer_view(X: torch.Tensor, layer: str) -> torch.Tensor:
     """(N, L, C) -> the layers the probe sees: all of them for weighted, else one, (N, 1, C)."""
@@ -229,62 +245,83 @@ def layer_view(X: torch.Tensor, layer: str) -> torch.Tensor:
     return X[:, i:i + 1]
 
 
-def probe_logits(X: torch.Tensor, w: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """X (N, L, C), softmax layer weights w (G, L), W (G, C, K), b (G, K) -> logits (G, N, K)."""
-    mixed = torch.einsum("nlc,gl->gnc", X, torch.softmax(w, -1))  # (G, N, C)
-    return torch.einsum("gnc,gck->gnk", mixed, W) + b[:, None]
+def init_probes(kind: str, shape: tuple, gens: list) -> list:
+    """Parameters of S x G probes (seed s drawn from gens[s]): softmax layer weights w (S, G, L), then linear: W
+    (S, G, C, K), b; mlp (MARBLE's probe): W1 (S, G, C, 512), b1, W2 (S, G, 512, K), b2."""
+    S, G, L, C, K = shape
+    w = torch.zeros(S, G, L)
+    if kind == "linear":
+        return [w, torch.stack([torch.randn(G, C, K, generator=g) * 0.01 for g in gens]), torch.zeros(S, G, K)]
+    W1 = torch.stack([torch.randn(G, C, MLP_HIDDEN, generator=g) * (2 / C) ** 0.5 for g in gens])  # He init for ReLU
+    W2 = torch.stack([torch.randn(G, MLP_HIDDEN, K, generator=g) * 0.01 for g in gens])
+    return [w, W1, torch.zeros(S, G, MLP_HIDDEN), W2, torch.zeros(S, G, K)]
 
 
-def accuracy(X, y, params, chunk: int = 8192) -> torch.Tensor:
-    """Accuracy of each of the G probes -> (G,)."""
-    correct = 0
-    for i in range(0, len(y), chunk):
-        correct = correct + (probe_logits(X[i:i + chunk], *params).argmax(-1) == y[i:i + chunk]).sum(-1)
-    return correct.float() / len(y)
+def probe_logits(X: torch.Tensor, params: list) -> torch.Tensor:
+    """X (S, N, L, C) -> logits (S, G, N, K) of every probe: the softmax-weighted sum of the layers, then one
+    linear layer, or Linear-ReLU-Linear for the MLP."""
+    w, *layers = params
+    h = torch.einsum("snlc,sgl->sgnc", X, torch.softmax(w, -1))  # (S, G, N, C)
+    for i in range(0, len(layers), 2):
+        h = torch.einsum("sgnc,sgck->sgnk", h if i == 0 else torch.relu(h), layers[i]) + layers[i + 1][:, :, None]
+    return h
 
 
-def fit_probe(data: dict, layer: str, seed: int, cfg: Config) -> dict:
-    """Train len(L2_GRID) linear probes with Adam for cfg.steps; keep, per probe, the parameters of its best
-    valid evaluation; pick the probe with the best valid accuracy; only then compute its test accuracy."""
-    g = torch.Generator().manual_seed(seed)
-    X = {s: layer_view(data[s][0], layer) for s in SPLITS}
-    y = {s: data[s][1] for s in SPLITS}
+def predict(X: torch.Tensor, params: list, chunk: int = 8192) -> torch.Tensor:
+    """Class predictions of every probe, X shared by the seeds: (N, L, C) -> (S, G, N)."""
+    S = params[0].shape[0]
+    return torch.cat([probe_logits(X[i:i + chunk].expand(S, -1, -1, -1), params).argmax(-1)
+                      for i in range(0, len(X), chunk)], -1)
+
+
+def fit_probes(data: dict, layer: str, seeds: list, kind: str, cfg: Config) -> list:
+    """Train a probe per (seed, L2 strength) with Adam for cfg.steps, side by side; keep, per probe, the parameters
+    of its best valid evaluation; per seed, choose the probe with the best valid accuracy. Test is not touched.
+    -> per seed dict(valid, l2, step, layer_weights, mean, std, params)."""
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    X = {s: layer_view(data[s][0], layer) for s in ("train", "valid")}
+    y = {s: data[s][1] for s in ("train", "valid")}
     mean, std = X["train"].mean(0), X["train"].std(0) + 1e-5  # (L, C), train statistics only
     X = {s: (x - mean) / std for s, x in X.items()}
-    G, (N, L, C), K = len(L2_GRID), X["train"].shape, len(data["classes"])
-    w = torch.zeros(G, L, requires_grad=True)
-    W = (torch.randn(G, C, K, generator=g) * 0.01).requires_grad_()
-    b = torch.zeros(G, K, requires_grad=True)
-    l2 = torch.tensor(L2_GRID)
-    opt = torch.optim.Adam([w, W, b], lr=cfg.lr)
-    best_acc, best_step = torch.full((G,), -1.0), torch.zeros(G, dtype=torch.long)
-    best = [p.detach().clone() for p in (w, W, b)]
+    (N, L, C), S, G, K = X["train"].shape, len(seeds), len(L2_GRID), len(data["classes"])
+    params = [p.requires_grad_() for p in init_probes(kind, (S, G, L, C, K), gens)]
+    l2 = torch.tensor(L2_GRID)[None]  # (1, G)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    best_acc, best_step = torch.full((S, G), -1.0), torch.zeros(S, G, dtype=torch.long)
+    best = [p.detach().clone() for p in params]
     for step in range(1, cfg.steps + 1):
-        idx = torch.randint(0, N, (min(cfg.batch, N),), generator=g)
-        logits = probe_logits(X["train"][idx], w, W, b)  # (G, B, K)
-        loss = F.cross_entropy(logits.reshape(-1, K), y["train"][idx].repeat(G), reduction="sum") / len(idx)
-        loss = loss + (l2 * W.pow(2).sum((1, 2))).sum()
+        idx = torch.stack([torch.randint(0, N, (min(cfg.batch, N),), generator=g) for g in gens])  # (S, B)
+        logits = probe_logits(X["train"][idx], params)  # (S, G, B, K)
+        targets = y["train"][idx][:, None].expand(-1, G, -1)  # (S, G, B)
+        loss = F.cross_entropy(logits.reshape(-1, K), targets.reshape(-1), reduction="sum") / idx.shape[1]
+        loss = loss + sum((l2 * p.pow(2).sum((-2, -1))).sum() for p in params[1::2])  # the weight matrices
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             with torch.no_grad():
-                acc = accuracy(X["valid"], y["valid"], (w, W, b))
+                acc = (predict(X["valid"], params) == y["valid"]).float().mean(-1)  # (S, G)
                 better = acc > best_acc
                 best_acc, best_step = torch.where(better, acc, best_acc), torch.where(better, step, best_step)
-                for kept, p in zip(best, (w, W, b)):
+                for kept, p in zip(best, params):
                     kept[better] = p[better]
-    pick = int(best_acc.argmax())  # the first of the best on valid; test has not been looked at
-    with torch.no_grad():
-        chosen = [p[pick:pick + 1] for p in best]
-        test_acc = float(accuracy(X["test"], y["test"], chosen)[0])
-        layer_weights = torch.softmax(chosen[0][0], -1).tolist()
-    return dict(valid=float(best_acc[pick]), test=test_acc, l2=L2_GRID[pick], step=int(best_step[pick]),
-                layer_weights=layer_weights if layer == "weighted" else None)
+    out = []
+    for i in range(S):
+        g = int(best_acc[i].argmax())  # the first of the best on valid; test has not been looked at
+        chosen = [p[i:i + 1, g:g + 1].clone() for p in best]
+        out.append(dict(valid=float(best_acc[i, g]), l2=L2_GRID[g], step=int(best_step[i, g]), mean=mean, std=std,
+                        params=chosen, layer_weights=torch.softmax(chosen[0][0, 0], -1).tolist() if layer == "weighted"
+                        else None))
+    return out
+
+
+def test_predictions(X: torch.Tensor, layer: str, probe: dict) -> torch.Tensor:
+    """The chosen probe's class for every test item, read once: (N, L, C) -> (N,)."""
+    return predict((layer_view(X, layer) - probe["mean"]) / probe["std"], probe["params"])[0, 0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Results and the overall score
+# Results, per-item predictions and the overall score
 
 def read_results(path: str) -> list:
     if not os.path.exists(path):
@@ -293,17 +330,30 @@ def read_results(path: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def mean_scores(rows: list, model: str, layer: str = None, split: str = "test") -> dict:
-    """task -> mean accuracy on `split` over probe seeds for `model` (layer-filtered unless None). If a model was
-    probed more than once, the latest run of each (task, layer, seed) counts."""
+def mean_scores(rows: list, model: str, layer: str = None, split: str = "test", probe: str = "linear") -> dict:
+    """task -> mean accuracy on `split` over probe seeds for `model` with `probe` (layer-filtered unless None); rows
+    whose `split` was not read are skipped. If a model was probed more than once, the latest row of each (task,
+    layer, seed) counts."""
     latest = {}
     for r in rows:
-        if r["model"] == model and (layer is None or r["layer"] == layer):
+        if r["model"] == model and (layer is None or r["layer"] == layer) and r.get("probe", "linear") == probe:
             latest[(r["task"], r["layer"], r["seed"])] = r[split]
     by_task = {}
     for (task, _, _), v in latest.items():
-        by_task.setdefault(task, []).append(v)
+        if v is not None:
+            by_task.setdefault(task, []).append(v)
     return {t: float(np.mean(v)) for t, v in by_task.items()}
+
+
+def predictions_path(folder: str, tag: str, layer: str, probe: str) -> str:
+    """Where one model's chosen probes and per-item test predictions live: folder/<tag>.<layer>.<probe>.pt."""
+    return os.path.join(folder, re.sub(r"[^\w.-]", "_", f"{tag}.{layer}.{probe}") + ".pt")
+
+
+def read_predictions(folder: str, tag: str, layer: str, probe: str = "linear") -> dict:
+    """task -> dict(classes, test_labels, test_sizes (items per clip), seeds: {seed: chosen probe and test_pred})."""
+    path = predictions_path(folder, tag, layer, probe)
+    return torch.load(path, weights_only=True) if os.path.exists(path) else {}
 
 
 def overall_score(scores: dict, base: dict, ref: dict) -> float:
@@ -314,8 +364,8 @@ def overall_score(scores: dict, base: dict, ref: dict) -> float:
 
 def score_lines(rows: list, model: str, layer: str, cfg: Config) -> list:
     """Overall, speech and music scores of `model` against logmel and the domain teachers, as printable lines."""
-    mine, base = mean_scores(rows, model, layer), mean_scores(rows, "logmel")
-    refs = {"speech": mean_scores(rows, cfg.ref_speech, layer), "music": mean_scores(rows, cfg.ref_music, layer)}
+    mine, base = mean_scores(rows, model, layer, probe=cfg.probe), mean_scores(rows, "logmel", probe=cfg.probe)
+    refs = {d: mean_scores(rows, getattr(cfg, f"ref_{d}"), layer, probe=cfg.probe) for d in ("speech", "music")}
     ref, note = {}, []
     for t in mine:
         domain = tasks.PROBE_TASKS.get(t, ("external",))[0]
@@ -341,10 +391,10 @@ def score_lines(rows: list, model: str, layer: str, cfg: Config) -> list:
     return lines
 
 
-def run(cfg: Config) -> None:
-    """Extract features once, probe every task and seed, append the rows, print the table and scores."""
-    tag = cfg.tag or cfg.model
-    names = task_list(cfg.task)
+def run(cfg: Config, audio: dict = None) -> None:
+    """Extract the features the splits need once, then per task: choose the probes on train and valid (stored with
+    the predictions), or take the stored ones; read test once if asked; append one row per seed; print the table."""
+    tag, names, splits = cfg.tag or cfg.model, task_list(cfg.task), cfg.splits.split(",")
     if any(not n.startswith("csv:") for n in names):
         tasks.ensure_data(cfg.data_dir)  # makes the probe sets on a fresh clone
     task_defs = [load_task(n, cfg.data_dir) for n in names]
@@ -353,34 +403,53 @@ def run(cfg: Config) -> None:
     n_layers = getattr(model, "n_layers", None) or model.cfg.layers + 1
     if cfg.layer not in ("last", "weighted") and not -n_layers <= int(cfg.layer) < n_layers:
         raise ValueError(f"--layer {cfg.layer} out of range: {cfg.model} has layers 0..{n_layers - 1}")
+    stored, pred_path = read_predictions(cfg.predictions, tag, cfg.layer, cfg.probe), predictions_path(
+        cfg.predictions, tag, cfg.layer, cfg.probe)
+    if "train" not in splits and not all(t["name"] in stored for t in task_defs):
+        raise ValueError(f"no chosen probes of {tag} in {pred_path}; run with --splits train,valid first")
     clips = {}
     for t in task_defs:
         for r in t["rows"]:
-            clips[r.path] = (clips.get(r.path, (False,))[0] or t["frame_level"], f"{t['csv']}:{r.line}")
+            if r.split in splits:
+                old = clips.get(r.path, Clip(False, "", True))
+                clips[r.path] = Clip(old.frames or t["frame_level"], f"{t['csv']}:{r.line}",
+                                     old.test_only and r.split == "test")
     t0 = time.time()
-    feats = extract(model, clips, device, cfg.max_seconds)
+    feats = extract(model, clips, device, cfg.max_seconds, audio)
     print(f"features of {len(clips)} clips in {time.time() - t0:.1f} s", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(cfg.results)), exist_ok=True)
-    table = [f"| task | domain | classes | chance | valid | test ({tag}, layer {cfg.layer}, {cfg.seeds} seeds) |",
-             "|---|---|---|---|---|---|"]
+    table = [f"| task | domain | classes | chance | valid | test ({tag}, layer {cfg.layer}, {cfg.probe}, {cfg.seeds} "
+             "seeds) |", "|---|---|---|---|---|---|"]
     for t in task_defs:
-        data = task_arrays(t, feats)
-        res = []
-        for seed in range(cfg.seeds):
-            r = fit_probe(data, cfg.layer, seed, cfg)
-            row = dict(model=tag, task=t["name"], layer=cfg.layer, seed=seed, metric="acc", valid=r["valid"],
-                       test=r["test"], n_test=len(data["test"][1]), classes=len(data["classes"]), l2=r["l2"],
-                       step=r["step"], layer_weights=r["layer_weights"], time=time.strftime("%Y-%m-%d %H:%M:%S"))
-            with open(cfg.results, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            res.append(r)
-        v, te = np.array([r["valid"] for r in res]), np.array([r["test"] for r in res])
-        table.append(f"| {t['name']} | {t['domain']} | {len(data['classes'])} | {1 / len(data['classes']):.3f} | "
-                     f"{v.mean():.3f} ± {v.std():.3f} | {te.mean():.3f} ± {te.std():.3f} |")
-        print(f"  {t['name']}: test {te.mean():.3f} ± {te.std():.3f}", flush=True)
+        data = task_arrays(t, feats, [s for s in SPLITS if s in splits])
+        if "train" in splits:
+            chosen = fit_probes(data, cfg.layer, list(range(cfg.seeds)), cfg.probe, cfg)
+            stored[t["name"]] = dict(classes=data["classes"], seeds=dict(enumerate(chosen)))
+        entry = stored[t["name"]]
+        if "test" in splits:
+            entry.update(test_labels=data["test"][1].short(), test_sizes=data["test"][2].int())
+        rows = []
+        for seed, probe in entry["seeds"].items():
+            if "test" in splits:
+                probe["test_pred"] = test_predictions(data["test"][0], cfg.layer, probe).short()
+            test = float((probe["test_pred"] == entry["test_labels"]).float().mean()) if "test" in splits else None
+            rows.append(dict(model=tag, task=t["name"], layer=cfg.layer, probe=cfg.probe, seed=seed, metric="acc",
+                             valid=probe["valid"], test=test, n_test=len(entry["test_labels"]) if test is not None
+                             else None, classes=len(entry["classes"]), l2=probe["l2"], step=probe["step"],
+                             layer_weights=probe["layer_weights"], time=time.strftime("%Y-%m-%d %H:%M:%S")))
+        with open(cfg.results, "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        v = np.array([r["valid"] for r in rows])
+        te = np.array([r["test"] for r in rows]) if "test" in splits else None
+        test_cell = f"{te.mean():.3f} ± {te.std():.3f}" if te is not None else "not read"
+        table.append(f"| {t['name']} | {t['domain']} | {len(entry['classes'])} | {1 / len(entry['classes']):.3f} | "
+                     f"{v.mean():.3f} ± {v.std():.3f} | {test_cell} |")
+        print(f"  {t['name']}: valid {v.mean():.3f}, test {test_cell}", flush=True)
+    tiny_distill.save_checkpoint(pred_path, **stored)
     print("\n".join(table))
-    for line in score_lines(read_results(cfg.results), tag, cfg.layer, cfg):
-        print(line)
+    if "test" in splits:
+        for line in score_lines(read_results(cfg.results), tag, cfg.layer, cfg):
+            print(line)
 
 
 # ================================================================================================================
@@ -389,13 +458,15 @@ def run(cfg: Config) -> None:
 def check_config(cfg: Config) -> None:
     tasks.check_config(cfg, ranges=dict(seeds=(1, None), steps=(1, None), batch=(1, None), lr=(0, None),
                                         eval_every=(1, None), max_seconds=(tasks.WIN / tasks.SR, None),
-                                        threads=(0, None)))
+                                        threads=(0, None)),
+                       choices=dict(probe=("linear", "mlp"), splits=("train,valid,test", "train,valid", "test")))
     if cfg.layer not in ("last", "weighted") and not cfg.layer.lstrip("-").isdigit():
         raise ValueError(f"--layer must be last, weighted or an integer, got {cfg.layer!r}")
 
 
 def main(argv=None):
     cfg = Config(**vars(tasks.config_parser(Config, __doc__).parse_args(argv)))
+    tasks.keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print(json.dumps(asdict(cfg)), flush=True)

@@ -657,7 +657,7 @@ def make_clip(cfg: Config, job: tuple) -> dict:
 
 
 def task_rows(cfg: Config, clips: list) -> dict:
-    """The probe CSVs: task -> rows (path, label, split[, frames]). Splits are deterministic (PAPER.md Sec. 5):
+    """The probe CSVs: task -> rows (path, label, split[, frames]). Splits are deterministic, as in SUPERB and MARBLE:
     KS, IC, ER, PR, Technique test on unseen speakers/singers; SID and SingerID on unseen clips of the same people;
     Instrument and Pitch on unseen renderings (presets); Genre on unseen songs."""
     by_kind = {}
@@ -912,6 +912,20 @@ def check_config(cfg, ranges: dict = (), choices: dict = ()) -> None:
             raise ValueError(f"--{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(cfg, name)!r}")
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory instead of handing every large block back to the OS. By default each block
+    over a few MB is a fresh mmap, so every conv-front-end activation pays page faults for memory it just freed:
+    measured here, 1.6x on a student's feature extraction and 1.1x on a training step. No effect on any number, and
+    nothing to do on other C libraries."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap
+        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD: and the heap is not trimmed back under 2 GiB of slack
+    except (OSError, AttributeError):
+        pass
+
+
 def one_line(e: BaseException) -> str:
     """The error line every script exits with: what went wrong, never a traceback."""
     if isinstance(e, OSError) and e.filename:
@@ -923,6 +937,7 @@ def one_line(e: BaseException) -> str:
 
 def main(argv=None):
     cfg = Config(**vars(config_parser(Config, __doc__).parse_args(argv)))
+    keep_freed_memory()
     print(json.dumps(asdict(cfg)), flush=True)
     try:
         check_config(cfg, ranges=dict(pool_minutes=(0.01, None), pool_clip_s=(1.0, None), speakers=(5, None),

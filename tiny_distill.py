@@ -1254,6 +1254,7 @@ def check_config(cfg: Config) -> None:
 
 def main(argv=None):
     cfg = parse_args(argv)
+    tasks.keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print(json.dumps(asdict(cfg)), flush=True)

@@ -133,15 +133,15 @@ def test_table_printer_on_a_small_results_file():
 
 
 def test_a_fresh_sweep_probes_logmel_first(tiny_data, tmp_path):
-    """probe_once takes 'logmel' (no file) like a checkpoint path and skips tags already in the results."""
+    """probe_model takes 'logmel' (no file) like a checkpoint path and skips models whose probes are stored."""
     results = str(tmp_path / "results.jsonl")
-    cfg = merge.Config(results=results, probe_seeds=1, data_dir=tiny_data.data_dir)
-    done = set()
-    merge.probe_once("logmel", "logmel", "last", cfg, done)  # used to fail: "logmel not found"
+    cfg = merge.Config(results=results, predictions=str(tmp_path / "pred"), probe_seeds=1, probe_steps=20,
+                       data_dir=tiny_data.data_dir)
+    merge.probe_model("logmel", "logmel", "last", cfg)  # used to fail: "logmel not found"
     import probe
     rows = probe.read_results(results)
-    assert {r["model"] for r in rows} == {"logmel"} and done == {"logmel"}
-    merge.probe_once("logmel", "logmel", "last", cfg, done)  # already done: nothing appended
+    assert {r["model"] for r in rows} == {"logmel"} and merge.probed(cfg, "logmel", "last", "train,valid,test")
+    merge.probe_model("logmel", "logmel", "last", cfg)  # already done: nothing appended
     assert len(probe.read_results(results)) == len(rows)
     with pytest.raises(ValueError, match="not found"):
-        merge.probe_once(str(tmp_path / "missing.pt"), "x", "last", cfg, set())
+        merge.probe_model(str(tmp_path / "missing.pt"), "x", "last", cfg)

@@ -1,4 +1,4 @@
-"""probe.py: the linear probe, selection on valid, CSV tasks and their errors, results and the overall score."""
+"""probe.py: linear and MLP probes, selection on valid, CSV tasks and their errors, results and the overall score."""
 import json
 import os
 
@@ -19,30 +19,70 @@ def blobs(n_per_class: int, classes: int, dims: int, seed: int, shuffle_labels: 
     for s in probe.SPLITS:
         y = torch.arange(classes).repeat_interleave(n_per_class)
         X = centres[y][:, None].repeat(1, 3, 1) + torch.randn(len(y), 3, dims, generator=g)
-        data[s] = (X, y[torch.randperm(len(y), generator=g)] if shuffle_labels else y)
+        data[s] = (X, y[torch.randperm(len(y), generator=g)] if shuffle_labels else y, torch.ones(len(y)))
     return data
+
+
+def xor(n: int, seed: int) -> dict:
+    """Four Gaussian blobs at (+-2, +-2) labelled by the sign of x * y: no linear probe can do better than chance."""
+    g = torch.Generator().manual_seed(seed)
+    data = {"classes": [0, 1]}
+    for s in probe.SPLITS:
+        corner = torch.randint(0, 2, (n, 2), generator=g) * 4.0 - 2.0
+        X = torch.cat([corner + 0.5 * torch.randn(n, 2, generator=g), torch.randn(n, 6, generator=g)], 1)[:, None]
+        data[s] = (X, ((corner[:, 0] > 0) ^ (corner[:, 1] > 0)).long(), torch.ones(n))
+    return data
+
+
+def fit_and_test(data: dict, layer: str, seed: int, kind: str = "linear", **cfg) -> dict:
+    """One probe chosen on valid, then its test accuracy (read once)."""
+    chosen = probe.fit_probes(data, layer, [seed], kind, probe.Config(**cfg))[0]
+    pred = probe.test_predictions(data["test"][0], layer, chosen)
+    return dict(chosen, test=float((pred == data["test"][1]).float().mean()))
 
 
 def test_probe_separates_separable_features():
     """>= 0.95 test accuracy on well-separated clusters, for last and weighted layers."""
     data = blobs(40, 6, 16, seed=0)
     for layer in ("last", "weighted", "0"):
-        assert probe.fit_probe(data, layer, seed=0, cfg=probe.Config())["test"] >= 0.95
+        assert fit_and_test(data, layer, seed=0)["test"] >= 0.95
 
 
 def test_probe_stays_near_chance_on_shuffled_labels():
     """With labels unrelated to the features the test accuracy stays near 1/6."""
     data = blobs(40, 6, 16, seed=1, shuffle_labels=True)
-    assert probe.fit_probe(data, "last", seed=0, cfg=probe.Config())["test"] < 1 / 6 + 0.12
+    assert fit_and_test(data, "last", seed=0)["test"] < 1 / 6 + 0.12
 
 
 def test_selection_uses_valid_and_never_test():
     """Changing test labels cannot change which probe is chosen or its valid score."""
     data = blobs(30, 4, 8, seed=2)
-    a = probe.fit_probe(data, "last", 0, probe.Config())
-    data["test"] = (data["test"][0], torch.zeros_like(data["test"][1]))
-    b = probe.fit_probe(data, "last", 0, probe.Config())
+    a = fit_and_test(data, "last", 0)
+    data["test"] = (data["test"][0], torch.zeros_like(data["test"][1]), data["test"][2])
+    b = fit_and_test(data, "last", 0)
     assert (a["valid"], a["l2"], a["step"]) == (b["valid"], b["l2"], b["step"]) and a["test"] != b["test"]
+
+
+def test_seeds_fitted_side_by_side_equal_seeds_fitted_alone():
+    """Batching the probe seeds is an implementation detail: each seed's choice and valid accuracy are its own."""
+    data = blobs(30, 5, 12, seed=3)
+    together = probe.fit_probes(data, "weighted", [0, 1, 2], "linear", probe.Config(steps=100))
+    for seed, a in enumerate(together):
+        b = probe.fit_probes(data, "weighted", [seed], "linear", probe.Config(steps=100))[0]
+        assert (a["l2"], a["step"]) == (b["l2"], b["step"]) and a["valid"] == pytest.approx(b["valid"], abs=1e-6)
+        assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(a["params"], b["params"]))
+
+
+def test_mlp_probe_separates_xor_which_the_linear_probe_cannot():
+    """MARBLE's MLP (512 ReLU units) learns a non-linear boundary; the linear probe stays near chance."""
+    data = xor(300, seed=0)
+    assert fit_and_test(data, "last", 0, "mlp")["test"] > 0.9
+    assert fit_and_test(data, "last", 0, "linear")["test"] < 0.65
+
+
+def test_mlp_probe_stays_near_chance_on_shuffled_labels():
+    data = blobs(40, 6, 16, seed=4, shuffle_labels=True)
+    assert fit_and_test(data, "last", 0, "mlp")["test"] < 1 / 6 + 0.12
 
 
 def test_logmel_frames_follow_the_encoder_frame_formula():
