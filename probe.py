@@ -1,4 +1,4 @@
-"""Frozen-feature probes: how good is an encoder on the speech (SUPERB-like) and music (MARBLE-like) tasks?
+"""Frozen-feature probes: how good is an encoder on speech (SUPERB-like), music (MARBLE-like) and sounds (ESC-like)?
 
 As in the paper's evaluation, the encoder is frozen and a small head is trained per task. Here:
 
@@ -17,7 +17,8 @@ path,label,split (paths relative to the CSV, split in train/valid/test; any form
 length and channel count: see tasks.read_audio for the rule).
 
 Overall score (SUPERB @ SLT 2022): 1000/n * sum_t (s_t - s_t^logmel) / (s_t^ref - s_t^logmel), with s^ref the
-domain's teacher (rows tagged --ref_speech / --ref_music in --results).
+domain's teacher (rows tagged --ref_speech / --ref_music in --results), and for the general-audio task (ESC) the
+better of the two, as the authors score ESC-50.
 
 Usage:  python probe.py --model logmel --task all
         python probe.py --model out/music_music_s0/student.pt --tag music_student --layer last
@@ -43,7 +44,7 @@ import tiny_distill
 class Config:
     # what to probe
     model: str = "logmel"  # logmel | path/to/checkpoint.pt (or a HuBERT-family folder) | random:path/to/checkpoint.pt
-    task: str = "all"  # all | speech | music | comma-separated names | csv:PATH
+    task: str = "all"  # all | speech | music | audio (ESC) | comma-separated names | csv:PATH
     layer: str = "last"  # last (paper, students) | weighted (SUPERB, teachers) | an integer layer index
     tag: str = ""  # name stored under "model" in the results (default: --model)
     splits: str = "train,valid,test"  # train,valid: choose the probes, test not read | test: read it for the chosen ones
@@ -133,7 +134,7 @@ def load_task(spec: str, data_dir: str) -> dict:
 def task_list(spec: str) -> list:
     if spec == "all":
         return list(tasks.PROBE_TASKS)
-    if spec in ("speech", "music"):
+    if spec in ("speech", "music", "audio"):
         return [t for t, (d, _) in tasks.PROBE_TASKS.items() if d == spec]
     return [s.strip() for s in spec.split(",") if s.strip()] if not spec.startswith("csv:") else [spec]
 
@@ -261,13 +262,16 @@ def probe_logits(X: torch.Tensor, params: list) -> torch.Tensor:
     """X (S, N, L, C) -> logits (S, G, N, K) of every probe: the softmax-weighted sum of the layers, then one
     linear layer, or Linear-ReLU-Linear for the MLP."""
     w, *layers = params
-    h = torch.einsum("snlc,sgl->sgnc", X, torch.softmax(w, -1))  # (S, G, N, C)
+    if X.shape[2] == 1:  # one layer: nothing to mix, (S, 1, N, C) broadcasts over the G probes
+        h = X[:, None, :, 0]
+    else:
+        h = torch.einsum("snlc,sgl->sgnc", X, torch.softmax(w, -1))  # (S, G, N, C)
     for i in range(0, len(layers), 2):
-        h = torch.einsum("sgnc,sgck->sgnk", h if i == 0 else torch.relu(h), layers[i]) + layers[i + 1][:, :, None]
-    return h
+        h = torch.matmul(h if i == 0 else torch.relu(h), layers[i]) + layers[i + 1][:, :, None]
+    return h  # (S, G, N, K)
 
 
-def predict(X: torch.Tensor, params: list, chunk: int = 8192) -> torch.Tensor:
+def predict(X: torch.Tensor, params: list, chunk: int = 2048) -> torch.Tensor:
     """Class predictions of every probe, X shared by the seeds: (N, L, C) -> (S, G, N)."""
     S = params[0].shape[0]
     return torch.cat([probe_logits(X[i:i + chunk].expand(S, -1, -1, -1), params).argmax(-1)
@@ -366,6 +370,7 @@ def score_lines(rows: list, model: str, layer: str, cfg: Config) -> list:
     """Overall, speech and music scores of `model` against logmel and the domain teachers, as printable lines."""
     mine, base = mean_scores(rows, model, layer, probe=cfg.probe), mean_scores(rows, "logmel", probe=cfg.probe)
     refs = {d: mean_scores(rows, getattr(cfg, f"ref_{d}"), layer, probe=cfg.probe) for d in ("speech", "music")}
+    refs["audio"] = {t: max(refs["speech"][t], refs["music"][t]) for t in refs["speech"] if t in refs["music"]}
     ref, note = {}, []
     for t in mine:
         domain = tasks.PROBE_TASKS.get(t, ("external",))[0]

@@ -7,6 +7,8 @@ MARBLE (music) tasks. We cannot ship those, so this file *makes* stand-ins from 
           phone targets, plus frication, bursts and aspiration; 21 phones, 30 words, speakers that differ in f0,
           vocal-tract length, breathiness, tilt and rate, 4 speaking styles (the emotion analogue). It also sings.
   music   10 instruments from different synthesis families and a drum kit; songs in a key in 6 styles.
+  sounds  12 environmental sound classes (rain, wind, engine, siren, bird, knock, clock, footsteps, pouring water,
+          crowd babble, breaking glass, thunder), each a synthesis family of its own (the ESC-50 analogue).
 
 Filters run frame-wise in the STFT domain (overlap-add), never by a per-sample loop, so the default corpora
 take about a minute on 2 cores. Outputs under data/ (data/README.md): pool_speech/, pool_music/ (unlabelled
@@ -39,7 +41,7 @@ import torch
 SR = 16000  # Hz; HuBERT Base and MERT-v0-public both take 16 kHz
 HOP = 320  # samples per encoder frame (50 Hz)
 WIN = 400  # receptive field of the conv feature extractor, in samples
-VERSION = 2  # of the generators; bump it when a change alters the audio, so old data/ folders are remade
+VERSION = 3  # of the generators; bump it when a change alters the audio, so old data/ folders are remade
 
 
 @dataclass
@@ -59,7 +61,9 @@ class Config:
     presets: int = 5  # renderings per instrument: 3 train / 1 valid / 1 test (Instrument, Pitch)
     notes_per_preset: int = 24  # pitches each preset plays, out of the 48 MIDI notes 36..83 (4 octaves)
     songs_per_style: int = 50  # Genre clips per style
-    test_scale: int = 8  # test items = this x the split's share (test-only extras; train and valid do not change)
+    env_variants: int = 5  # variants per sound class: 3 train / 1 valid / 1 test (ESC)
+    env_reps: int = 6  # renderings of each variant (ESC)
+    test_scale: int = 4  # test items = this x the split's share (test-only extras; train and valid do not change)
     # machine
     workers: int = 2  # processes used for generation
 
@@ -521,15 +525,138 @@ def song(rng, style: str, seconds: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Environmental sounds (the ESC-50 analogue): 12 classes from different synthesis families, each a function of an
+# rng-drawn variant (its parameters) and the clip's own rng (its rendering)
+
+def decaying(freqs, decay_s, n: int) -> np.ndarray:
+    """A kernel of damped sinusoids, sum_k exp(-t / decay) sin(2 pi f_k t) with random phases left out. (n,)."""
+    t = np.arange(n) / SR
+    return (np.sin(2 * np.pi * np.asarray(freqs, float)[:, None] * t) * np.exp(-t / np.asarray(decay_s, float)[:, None])).sum(0)
+
+
+def place(n: int, times: np.ndarray, gains: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Copies of `kernel` starting at `times` (s) with `gains`, by one FFT convolution. (n,)."""
+    x = np.zeros(n)
+    np.add.at(x, np.clip((np.asarray(times) * SR).astype(int), 0, n - 1), gains)
+    L = 1 << int(np.ceil(np.log2(n + len(kernel))))
+    return np.fft.irfft(np.fft.rfft(x, L) * np.fft.rfft(kernel, L), L)[:n]
+
+
+def band_noise(rng, n: int, centre_hz: np.ndarray, width_oct: float, tilt: float = 0.0) -> np.ndarray:
+    """White noise through a band around centre_hz (per 8 ms frame, (n // STEP + 1,)) of width_oct octaves."""
+    octaves = np.log2(np.maximum(FREQS, 20) / np.maximum(centre_hz, 20)[:, None])
+    env = np.exp(-0.5 * (octaves / width_oct) ** 2) * np.maximum(FREQS, 20) ** (tilt / 6)
+    return stft_filter([rng.standard_normal(n)], [env])
+
+
+def slow(rng, T: int, rate_hz: float, depth: float) -> np.ndarray:
+    """A smooth random modulation around 1, (T,) per 8 ms frame: a few sinusoids near rate_hz."""
+    t = np.arange(T) * STEP / SR
+    wave = sum(np.sin(2 * np.pi * rate_hz * rng.uniform(0.5, 1.5) * t + rng.uniform(0, 2 * np.pi)) for _ in range(3))
+    return np.exp(depth * wave / 3)
+
+
+def env_variant(rng, cls: str) -> dict:
+    """One variant of a class: the parameters its renderings share (unseen variants are the test split)."""
+    u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+    return dict(cls=cls, rate=u(0.3, 1.0), f=u(0.6, 1.6), width=u(0.4, 1.2), decay=u(0.5, 2.0), depth=u(0.2, 1.0),
+                count=int(rng.integers(3, 9)), tilt=u(-3, 1), bright=u(0.2, 1.0), shape=u(0, 1))
+
+
+def env_sound(rng, v: dict, seconds: float) -> np.ndarray:
+    """One rendering of variant v. Each class draws its own events; v scales rates, frequencies and decays."""
+    n, T = int(seconds * SR), int(seconds * SR) // STEP + 1
+    cls, f, rate, decay = v["cls"], v["f"], v["rate"], v["decay"]
+    frames = np.arange(T) * STEP / SR
+    if cls == "rain":  # many droplets: short resonances of every pitch at random times, over a hiss
+        k = int(rng.poisson(2500 * rate * seconds)) // 8
+        drops = sum(place(n, rng.uniform(0, seconds, k), rng.lognormal(0, 0.8, k),
+                          decaying([3000 * f * 2 ** rng.uniform(-1.5, 1.5)], [0.0015 * decay], 256)) for _ in range(8))
+        y = drops + (0.3 + 0.5 * v["bright"]) * drops.std() * band_noise(rng, n, np.full(T, 5000 * f), 1.5)
+    elif cls == "wind":  # band noise whose level and centre drift with the gusts
+        gust = slow(rng, T, 0.3 * rate, 2 * v["depth"])
+        y = band_noise(rng, n, 300 * f * gust ** 0.5, v["width"]) * np.interp(np.arange(n), frames * SR, gust)
+    elif cls == "engine":  # a harmonic buzz at the firing rate, drifting with the rpm, with a formant
+        f0 = 35 * f * slow(rng, T, 0.2 * rate, 0.3 * v["depth"])
+        k = np.arange(1, 40)
+        amps = k ** -0.5 * np.exp(-0.5 * ((np.log2(k * 35 * f / (500 * v["bright"] + 200))) / 0.8) ** 2)
+        y = wavetable_osc(amps, np.interp(np.arange(n), frames * SR, f0)) + 0.2 * band_noise(rng, n, 200 * f0, 1.0)
+    elif cls == "siren":  # a tone swept up and down (wail: sine; yelp: saw)
+        t = np.arange(n) / SR
+        phase = (2 * rate * t + rng.uniform()) % 1
+        sweep = np.sin(2 * np.pi * phase) if v["shape"] < 0.5 else 2 * np.abs(phase - 0.5) * 2 - 1
+        y = wavetable_osc(np.array([1, 0.5 * v["bright"], 0.25 * v["bright"]]), 900 * f * (1 + 0.35 * v["depth"] * sweep))
+    elif cls == "bird":  # fast FM chirps in phrases
+        y = np.zeros(n)
+        for start in np.cumsum(rng.exponential(0.12 / rate, 40)):
+            if start > seconds - 0.2:
+                break
+            m = int(SR * 0.04 * (1 + v["decay"]))
+            fm = 3500 * f * 2 ** (np.linspace(0, 1, m) * (v["shape"] - 0.5) * 2 + 0.3 * rng.standard_normal())
+            seg = np.sin(2 * np.pi * np.cumsum(fm) / SR) * np.hanning(m)
+            i = int(start * SR)
+            y[i:i + m] += seg[:n - i] * rng.uniform(0.5, 1)
+    elif cls in ("knock", "clock", "footsteps"):  # damped impacts: groups of knocks, regular ticks, walking steps
+        if cls == "knock":
+            groups = rng.uniform(0, 0.3) + np.cumsum(rng.uniform(0.5, 1.2, 6) / rate) - 0.5 / rate
+            times = (groups[:, None] + np.arange(v["count"] // 2 + 1) * 0.15 * v["decay"]).ravel()
+            kernel = decaying([250 * f, 520 * f], [0.02 * decay, 0.01 * decay], 2048)
+        elif cls == "clock":
+            times = np.arange(0, seconds, 0.25 + 0.5 * (1 - rate)) + rng.uniform(0, 0.3)
+            kernel = decaying([4000 * f, 6500 * f], [0.002, 0.001], 256)
+        else:
+            times = np.arange(0, seconds, 0.35 + 0.3 * rate) + rng.normal(0, 0.02, int(seconds / 0.35) + 1)[:len(
+                np.arange(0, seconds, 0.35 + 0.3 * rate))]
+            kernel = decaying([90 * f], [0.03 * decay], 2048) + 0.3 * v["bright"] * rng.standard_normal(2048) * np.exp(
+                -np.arange(2048) / (SR * 0.02))
+        gains = rng.uniform(0.6, 1.0, len(times)) * (1 + (np.arange(len(times)) % 2) * (v["shape"] - 0.5))
+        y = place(n, times, gains, kernel)
+    elif cls == "pouring":  # rising bubble resonances, dense, over a low gurgle
+        y = np.zeros(n) + 0.1 * band_noise(rng, n, np.full(T, 400 * f), 1.0)
+        t = np.arange(1024) / SR
+        for _ in range(4):
+            f_b = 800 * f * 2 ** rng.uniform(-1, 1)
+            bubble = np.sin(2 * np.pi * f_b * (t + 0.5 * v["depth"] * t ** 2 / 0.02)) * np.exp(-t / (0.008 * decay))
+            k = int(rng.poisson(100 * rate * seconds))
+            y += place(n, rng.uniform(0, seconds, k), rng.lognormal(0, 0.5, k), bubble)
+    elif cls == "babble":  # several speakers at once
+        y = np.zeros(n)
+        for _ in range(v["count"]):
+            words = list(rng.choice(list(LEXICON), size=int(seconds * 3)))
+            voice = speak(rng, make_speaker(rng), list(STYLES)[rng.integers(4)], words, clean=True)[0]
+            start = int(rng.integers(0, max(1, len(voice) - n)))
+            voice = voice[start:start + n]
+            y[:len(voice)] += voice * rng.uniform(0.5, 1.0) / max(voice.std(), 1e-6)
+    elif cls == "glass":  # a break: inharmonic high partials, fast decay, shards then tinkles
+        partials = 2500 * f * np.sort(rng.uniform(1, 3.5, 8))
+        shards = np.concatenate([rng.uniform(0, 0.1 + 0.3 * v["depth"], v["count"]) + rng.uniform(0, seconds / 3),
+                                 rng.uniform(0, seconds, int(4 * rate * seconds))])
+        y = place(n, shards, rng.lognormal(0, 0.7, len(shards)), decaying(partials, np.full(8, 0.05 * decay), 8192))
+    elif cls == "thunder":  # a crack, then a low rumble rolling in and out
+        roll = slow(rng, T, 0.5 * rate, 3 * v["depth"]) * np.exp(-frames / (seconds * decay))
+        y = band_noise(rng, n, np.full(T, 80 * f), 1.2, tilt=-3) * np.interp(np.arange(n), frames * SR, roll)
+        crack = int(rng.uniform(0, 0.3) * n)
+        y[crack:crack + 800] += v["bright"] * 3 * y.std() * rng.standard_normal(len(y[crack:crack + 800])) * np.exp(
+            -np.arange(len(y[crack:crack + 800])) / 200)
+    else:
+        raise ValueError(f"unknown sound class {cls!r}; choose from {ENV_CLASSES}")
+    return room(rng, y / max(float(np.abs(y).max()), 1e-8), snr_db=(10, 30))
+
+
+ENV_CLASSES = ["rain", "wind", "engine", "siren", "bird", "knock", "clock", "footsteps", "pouring", "babble", "glass",
+               "thunder"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Corpora and probe tasks. Every clip has its own rng seeded by (seed, set, index): order and workers don't matter.
 
 PROBE_TASKS = {  # task -> (domain, clip set it reads); PR is frame-level, the rest utterance-level
     "KS": ("speech", "ks"), "IC": ("speech", "cmd"), "SID": ("speech", "cmd"), "ER": ("speech", "cmd"),
     "PR": ("speech", "cmd"), "SingerID": ("music", "sing"), "Technique": ("music", "sing"),
-    "Instrument": ("music", "note"), "Pitch": ("music", "note"), "Genre": ("music", "song"),
+    "Instrument": ("music", "note"), "Pitch": ("music", "note"), "Genre": ("music", "song"), "ESC": ("audio", "env"),
 }
 SET_IDS = {"pool_speech": 1, "pool_music": 2, "ks": 3, "cmd": 4, "sing": 5, "note": 6, "song": 7, "speakers": 8,
-           "singers": 9, "presets": 10, "pool_speakers": 11}
+           "singers": 9, "presets": 10, "pool_speakers": 11, "env": 12, "env_variants": 13}
 
 
 def rng_for(cfg: Config, name: str, index: int):
@@ -593,6 +720,9 @@ def jobs(cfg: Config) -> list:
                       for j in range(cfg.notes_per_preset)]
     specs["song"] += [(g, r) for g in range(len(GENRES)) for r in range(
         cfg.songs_per_style, cfg.songs_per_style + x * n_test(cfg.songs_per_style, (0.6, 0.2)))]
+    # sounds: variant v of class c, rendering r; the last two base variants are valid and test, the extras test
+    specs["env"] = [(c, v, r) for lo, hi in ((0, cfg.env_variants), (cfg.env_variants, cfg.env_variants + x))
+                    for c in range(len(ENV_CLASSES)) for v in range(lo, hi) for r in range(cfg.env_reps)]
     return [(kind, i, spec) for kind, items in specs.items() for i, spec in enumerate(items)]
 
 
@@ -646,10 +776,15 @@ def make_clip(cfg: Config, job: tuple) -> dict:
         note = render_note(rng, pre, midi + detune, 0.9, rng.uniform(0.5, 1.0))
         wav = room(rng, np.concatenate([note, np.zeros(SR // 10)]), snr_db=(15, 35))
         meta = dict(instrument=INSTRUMENTS[i_inst], preset=p, pitch=midi)
-    else:
+    elif kind == "song":
         g, rep = spec
         wav = song(rng, list(GENRES)[g], 4.0)
         meta = dict(genre=list(GENRES)[g], rep=rep)
+    else:  # 2, 2.5 or 3 s, so that clips of one length batch together
+        c, v, _ = spec
+        variant = env_variant(rng_for(cfg, "env_variants", c * 1000 + v), ENV_CLASSES[c])
+        wav = env_sound(rng, variant, float(rng.choice([2.0, 2.5, 3.0])))
+        meta = dict(sound=ENV_CLASSES[c], variant=v)
     folder = os.path.join(cfg.data_dir, kind if kind.startswith("pool") else "probe") + ".partial"
     name = f"{kind}_{index:05d}.wav"
     write_wav(os.path.join(folder, name), wav)
@@ -696,6 +831,10 @@ def task_rows(cfg: Config, clips: list) -> dict:
         rows["Pitch"].append((c["file"], str(c["pitch"]), split))
     for c in by_kind.get("song", []):  # unseen songs; the extra songs are test ones
         rows["Genre"].append((c["file"], c["genre"], split_of(c["rep"], cfg.songs_per_style, (0.6, 0.2))))
+    for c in by_kind.get("env", []):  # unseen variants of each sound class
+        v = c["variant"]
+        rows["ESC"].append((c["file"], c["sound"], "train" if v < cfg.env_variants - 2 else
+                            "valid" if v == cfg.env_variants - 2 else "test"))
     return rows
 
 
@@ -943,7 +1082,8 @@ def main(argv=None):
         check_config(cfg, ranges=dict(pool_minutes=(0.01, None), pool_clip_s=(1.0, None), speakers=(5, None),
                                       ks_reps=(1, None), ic_reps=(1, None), singers=(5, None), sing_reps=(1, None),
                                       presets=(3, None), notes_per_preset=(1, 48), songs_per_style=(5, None),
-                                      test_scale=(1, None), workers=(1, None)))
+                                      env_variants=(3, None), env_reps=(1, None), test_scale=(1, None),
+                                      workers=(1, None)))
         manifest = generate(cfg)
     except (ValueError, OSError, KeyboardInterrupt) as e:
         sys.exit(one_line(e))

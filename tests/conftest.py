@@ -11,7 +11,7 @@ torch.set_num_threads(1)  # two pytest workers or a busy core would otherwise sl
 import tasks  # noqa: E402
 
 TINY = dict(pool_minutes=0.27, pool_clip_s=8.0, speakers=10, ks_reps=1, ic_reps=1, singers=5, sing_reps=1, presets=3,
-            notes_per_preset=24, songs_per_style=5, test_scale=2, workers=2)
+            notes_per_preset=24, songs_per_style=5, env_variants=3, env_reps=1, test_scale=2, workers=2)
 
 
 @pytest.fixture(scope="session")

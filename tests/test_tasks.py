@@ -15,12 +15,12 @@ def test_same_seed_gives_identical_clips_and_another_seed_does_not(tmp_path):
         cfg = tasks.Config(data_dir=str(folder), seed=seed)
         for d in ("probe", "pool_speech", "pool_music"):
             os.makedirs(folder / (d + ".partial"), exist_ok=True)
-        picks = [j for j in tasks.jobs(cfg) if j[1] == 3 and j[0] in ("cmd", "note", "sing", "song")]
+        picks = [j for j in tasks.jobs(cfg) if j[1] == 3 and j[0] in ("cmd", "note", "sing", "song", "env")]
         for job in reversed(picks):
             tasks.make_clip(cfg, job)
         return {f: sf.read(folder / "probe.partial" / f)[0] for f in sorted(os.listdir(folder / "probe.partial"))}
     a, b, c = make(0, tmp_path / "a"), make(0, tmp_path / "b"), make(1, tmp_path / "c")
-    assert len(a) == 4 and all(np.array_equal(a[f], b[f]) for f in a)
+    assert len(a) == 5 and all(np.array_equal(a[f], b[f]) for f in a)
     assert not any(len(a[f]) == len(c[f]) and np.allclose(a[f], c[f]) for f in a)
 
 
@@ -119,3 +119,13 @@ def test_foreign_audio_is_read_by_the_documented_rule(tmp_path):
     (tmp_path / "junk.wav").write_bytes(b"not audio at all")
     with pytest.raises(ValueError, match="cannot read audio"):
         tasks.read_audio(str(tmp_path / "junk.wav"))
+
+
+def test_sound_classes_are_tested_on_variants_never_heard_in_training(tiny_data):
+    """ESC: every class in every split, and no (class, variant) of valid or test rendered for train."""
+    with open(os.path.join(tiny_data.data_dir, "probe", "ESC.csv")) as f:
+        rows = list(csv.DictReader(f))
+    jobs = {f"env_{i:05d}.wav": spec for kind, i, spec in tasks.jobs(tiny_data) if kind == "env"}
+    variants = {s: {jobs[r["path"]][:2] for r in rows if r["split"] == s} for s in ("train", "valid", "test")}
+    assert {r["label"] for r in rows if r["split"] == "test"} == set(tasks.ENV_CLASSES)
+    assert not variants["train"] & (variants["valid"] | variants["test"]) and not variants["valid"] & variants["test"]
