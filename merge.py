@@ -13,11 +13,14 @@ Usage:  python merge.py --lam_speech 0.9 --lam_music 0.1 --out out/merged.pt   #
         python merge.py --sweep line --seeds 0,1,2      # the paper's protocol, probed, then the tables and plots
         python merge.py --table                          # the headline table from out/results.jsonl
 """
+import contextlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -53,6 +56,7 @@ class Config:
     cache_crops: int = 4000  # --reproduce: distil from a cached bank of this many crops per data setting (0: online)
     probe_seeds: int = 3  # probe seeds per model
     probe_steps: int = 400  # optimisation steps of each probe
+    workers: int = 2  # --reproduce: jobs side by side, one torch thread each (separate commands match with --threads 1)
     # files
     results: str = "out/results.jsonl"  # probe results, read and appended
     predictions: str = "out/predictions"  # chosen probes and per-item test predictions (the paired intervals)
@@ -210,7 +214,10 @@ def probed(cfg: Config, tag: str, layer: str, splits: str) -> bool:
                for t in tasks.PROBE_TASKS)
 
 
-def probe_model(path: str, tag: str, layer: str, cfg: Config, splits: str = "train,valid,test", audio=None) -> None:
+AUDIO = {}  # path -> decoded clip, shared by every probe of this process (decoding 10k files takes seconds)
+
+
+def probe_model(path: str, tag: str, layer: str, cfg: Config, splits: str = "train,valid,test") -> None:
     """probe.py on every task unless its stored probes already hold what `splits` asks (a killed probe redoes its
     model). splits train,valid chooses the probes and leaves test unread; test then reads it for the chosen ones."""
     if probed(cfg, tag, layer, splits):
@@ -220,7 +227,7 @@ def probe_model(path: str, tag: str, layer: str, cfg: Config, splits: str = "tra
     print(f"probing {tag} ({path}, layer {layer}, {splits})", flush=True)
     probe.run(probe.Config(model=path, tag=tag, layer=layer, splits=splits, seeds=cfg.probe_seeds,
                            steps=cfg.probe_steps, results=cfg.results, data_dir=cfg.data_dir,
-                           predictions=cfg.predictions), audio)
+                           predictions=cfg.predictions), AUDIO)
 
 
 def references(cfg: Config) -> list:
@@ -232,43 +239,60 @@ def references(cfg: Config) -> list:
             ("random:" + cfg.teacher_music, "random_teacher_music", "weighted"), (cfg.init, "theta0", "last")]
 
 
-def sweep_jobs(cfg: Config, audio=None) -> list:
-    """The probes of a sweep, in order, as Jobs: the references and theta0, every seed's students and ensembles,
-    and the merges at every sweep point. On the line, only what the table reports reads test: the paper's five
-    points at once, the valid pick (chosen from all seeds' valid accuracies) once the others are done."""
-    jobs, seeds = [], [int(s) for s in cfg.seeds.split(",")]
+def merged_path(tag: str) -> str:
+    return os.path.join("out", "merged", tag + ".pt")
 
-    def add(path, tag, layer, splits="train,valid,test", est=30.0, merge_first=None):
-        def work():
-            if merge_first is not None and not os.path.exists(path):
-                write_merged(Config(**{**asdict(cfg), "lam_speech": merge_first[0], "lam_music": merge_first[1]}),
-                             *merge_first[2:], path)
-            probe_model(path, tag, layer, cfg, splits, audio)
-        jobs.append(Job(f"probe {tag} ({splits})", est, work, lambda: probed(cfg, tag, layer, splits)))
+
+def probe_merge(cfg: Config, lam_speech: float, lam_music: float, seed: int, splits: str) -> None:
+    """Merge one seed's students at (lam_speech, lam_music) unless done, then probe the merge."""
+    tag, paths = merged_tag(cfg, lam_speech, lam_music, seed), student_paths(cfg, seed)
+    if not os.path.exists(merged_path(tag)):
+        write_merged(Config(**{**asdict(cfg), "lam_speech": lam_speech, "lam_music": lam_music}),
+                     paths["student_speech"], paths["student_music"], merged_path(tag))
+    probe_model(merged_path(tag), tag, "last", cfg, splits)
+
+
+def pick_tag(cfg: Config, seed: int) -> str:
+    """The valid pick's tag for this seed: decided from every seed's valid accuracies, so after their probes."""
+    pick = valid_pick(probe.read_results(cfg.results), cfg, [int(s) for s in cfg.seeds.split(",")])[0]
+    return merged_tag(cfg, *pick, seed) if pick else ""
+
+
+def sweep_jobs(cfg: Config) -> list:
+    """The probes of a sweep as Jobs, in order: the references and theta0, every seed's students and ensembles, the
+    merges at every sweep point. On the line, only what the table reports reads test: the paper's five points at
+    once, the valid pick (chosen from all seeds' valid accuracies) last."""
+    jobs, seeds = [], [int(s) for s in cfg.seeds.split(",")]
     for path, tag, layer in references(cfg):
-        add(path, tag, layer, est=60.0 if "teacher" in tag else 30.0)
-    merged = lambda tag: os.path.join("out", "merged", tag + ".pt")  # noqa: E731
+        jobs.append(Job(f"probe {tag}", 60.0 if "teacher" in tag else 30.0, partial(probe_model, path, tag, layer, cfg),
+                        partial(probed, cfg, tag, layer, "train,valid,test"), ("data", "theta0")))
     for seed in seeds:
-        paths = student_paths(cfg, seed)
-        for name, path in paths.items():
-            if name.startswith("ensemble") and not cfg.reproduce and not os.path.exists(path):
-                print(f"skipping {name} seed {seed}: {path} not found", flush=True)
-                continue
-            add(path, tag_of(name, cfg, seed), "last")
+        for name, path in student_paths(cfg, seed).items():
+            tag = tag_of(name, cfg, seed)
+            jobs.append(Job(f"probe {tag}", 30.0, partial(probe_model, path, tag, "last", cfg),
+                            partial(probed, cfg, tag, "last", "train,valid,test"), (f"distil {name} seed {seed}",)))
         for lam_speech, lam_music in sweep_points(cfg.sweep):
             tag = merged_tag(cfg, lam_speech, lam_music, seed)
-            reported = cfg.sweep != "line" or lam_speech in REPORTED
-            add(merged(tag), tag, "last", "train,valid,test" if reported else "train,valid", 30.0 if reported else 12.0,
-                (lam_speech, lam_music, paths["student_speech"], paths["student_music"]))
+            splits = "train,valid,test" if cfg.sweep != "line" or lam_speech in REPORTED else "train,valid"
+            jobs.append(Job(f"probe {tag}", 30.0 if "test" in splits else 15.0,
+                            partial(probe_merge, cfg, lam_speech, lam_music, seed, splits),
+                            partial(probed, cfg, tag, "last", splits),
+                            tuple(f"distil {n} seed {seed}" for n in ("student_speech", "student_music"))))
+    line = [j.name for j in jobs if j.name.startswith("probe ta_")]
     if cfg.sweep == "line":
-        def pick_tag(seed):  # decided when the job runs: after every seed's valid probes
-            return merged_tag(cfg, *valid_pick(probe.read_results(cfg.results), cfg, seeds)[0], seed)
         for seed in seeds:
-            jobs.append(Job(f"probe the valid pick, seed {seed} (test)", 20.0,
-                            lambda s=seed: probe_model(merged(pick_tag(s)), pick_tag(s), "last", cfg, "test", audio),
-                            lambda s=seed: valid_pick(probe.read_results(cfg.results), cfg, seeds)[0] is not None and
-                            probed(cfg, pick_tag(s), "last", "test")))
+            jobs.append(Job(f"probe the valid pick, seed {seed}", 20.0, partial(probe_pick, cfg, seed),
+                            partial(pick_probed, cfg, seed), tuple(line)))
     return jobs
+
+
+def probe_pick(cfg: Config, seed: int) -> None:
+    probe_model(merged_path(pick_tag(cfg, seed)), pick_tag(cfg, seed), "last", cfg, "test")
+
+
+def pick_probed(cfg: Config, seed: int) -> bool:
+    tag = pick_tag(cfg, seed)
+    return bool(tag) and probed(cfg, tag, "last", "test")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -552,30 +576,55 @@ def reproduce(cfg: Config) -> None:
     1) the data, 2) theta0, 3) per seed the speech and music students and the ensembles (the same steps, and twice
     them), 4) the probes of references, students, ensembles and the lambda line, 5) the tables and plots (study.md).
     A second call redoes nothing; an interrupted one resumes (a killed distillation from its last checkpoint)."""
-    seeds = [int(s) for s in cfg.seeds.split(",")]
-    jobs = [Job("data", 60.0, lambda: tasks.ensure_data(cfg.data_dir),
-                lambda: os.path.exists(os.path.join(cfg.data_dir, "manifest.json"))),
-            Job("theta0", 2.0, lambda: td.load_or_make_theta0(distil_config(cfg, "student_speech", 0), "cpu"),
-                lambda: os.path.exists(cfg.init))]
+    seeds, line = [int(s) for s in cfg.seeds.split(",")], Config(**{**asdict(cfg), "sweep": "line"})
+    jobs = [Job("data", 60.0, partial(tasks.ensure_data, cfg.data_dir),
+                partial(os.path.exists, os.path.join(cfg.data_dir, "manifest.json"))),
+            Job("theta0", 2.0, partial(td.load_or_make_theta0, distil_config(cfg, "student_speech", 0), "cpu"),
+                partial(os.path.exists, cfg.init), ("data",))]
+    if cfg.cache_crops:  # each bank once, before the runs that share it
+        for name in ("student_speech", "student_music", "ensemble"):
+            run = distil_config(cfg, name, 0)
+            jobs.append(Job(f"bank {run.domain}", cfg.cache_crops * 0.015, partial(td.build_target_bank, run),
+                            partial(bank_ready, run), ("theta0",)))
     for seed in seeds:
         for name, path in student_paths(cfg, seed).items():
             run = distil_config(cfg, name, seed)
-            jobs.append(Job(f"distil {name} seed {seed}", run.steps * 0.15, lambda run=run: td.train(run),
-                            lambda path=path: os.path.exists(path)))
-    jobs += sweep_jobs(Config(**{**asdict(cfg), "sweep": "line"}), audio={})  # decoded clips shared by every probe
-    jobs.append(Job("tables and plots", 5.0, lambda: write_report(cfg, study_report(cfg)), lambda: False))
-    run_jobs(jobs, os.path.join("out", "reproduce_times.json"))
+            jobs.append(Job(f"distil {name} seed {seed}", run.steps * 0.13, partial(distil, run),
+                            partial(os.path.exists, path), (f"bank {run.domain}",) if cfg.cache_crops else ("theta0",)))
+    jobs += sweep_jobs(line)
+    jobs.append(Job("tables and plots", 5.0, partial(write_report, line), lambda: False, tuple(j.name for j in jobs)))
+    run_jobs(jobs, os.path.join("out", "reproduce_times.json"), cfg.workers)
+    with open(os.path.join("out", "study.md")) as f:
+        print(f.read())
 
 
 def distil_config(cfg: Config, name: str, seed: int) -> td.Config:
     """The tiny_distill.py run that makes student_paths(cfg, seed)[name] (the README lists these commands)."""
     domain, times = {"student_speech": ("speech", 1), "student_music": ("music", 1), "ensemble": ("both", 1),
                      "ensemble_2x": ("both", 2)}[name]
-    out_dir = os.path.dirname(student_paths(cfg, seed)[name])
-    return td.Config(domain=domain, data=cfg.data, seed=seed, steps=times * cfg.steps, out_dir=out_dir, init=cfg.init,
+    return td.Config(domain=domain, data=cfg.data, seed=seed, steps=times * cfg.steps,
+                     out_dir=os.path.dirname(student_paths(cfg, seed)[name]), init=cfg.init,
                      teacher_speech=cfg.teacher_speech, teacher_music=cfg.teacher_music, data_dir=cfg.data_dir,
-                     cache_targets=cfg.cache_crops > 0, cache_crops=cfg.cache_crops,
-                     resume=os.path.exists(os.path.join(out_dir, "checkpoint.pt")))
+                     cache_targets=cfg.cache_crops > 0, cache_crops=cfg.cache_crops)
+
+
+def bank_ready(run: td.Config) -> bool:
+    """Whether a bank of run's data setting, crop length and size holds every teacher's targets (a hint for skipping
+    the job only: a run whose bank is missing makes it itself)."""
+    data = {"speech": "speech", "music": "music", "both": "mix"}[run.domain] if not run.data else run.data
+    teachers = ["speech", "music"] if run.domain == "both" else [run.domain]
+    names = []
+    for d in teachers:
+        enc_cfg, _, fp, _ = td.read_encoder(run.teacher_speech if d == "speech" else run.teacher_music)
+        names.append(f"{d}_{fp}_{'-'.join(map(str, td.target_layers(enc_cfg.layers)))}.npy")
+    prefix, root = f"{data}_{int(run.crop_s * tasks.SR)}_{run.cache_crops}_", os.path.join(run.data_dir, "cache")
+    return any(d.startswith(prefix) and all(os.path.exists(os.path.join(root, d, n)) for n in names)
+               for d in (os.listdir(root) if os.path.isdir(root) else []))
+
+
+def distil(run: td.Config) -> None:
+    """One distillation, from its last checkpoint if an earlier call was interrupted."""
+    td.train(td.Config(**{**asdict(run), "resume": os.path.exists(os.path.join(run.out_dir, "checkpoint.pt"))}))
 
 
 # ================================================================================================================
@@ -584,36 +633,93 @@ def distil_config(cfg: Config, name: str, seed: int) -> td.Config:
 class Job(NamedTuple):
     name: str
     estimate_s: float  # a guess, scaled by how fast the finished jobs ran, for the ETA
-    run: Callable
+    run: Callable  # a picklable callable (a partial of a module function): workers run it in their own process
     done: Callable  # () -> bool: already made, skipped
+    needs: tuple = ()  # names of the jobs that must finish first
 
 
-def run_jobs(jobs: list, times_path: str) -> None:
-    """Run the jobs not yet done, in order, one progress line each with an ETA for the whole; the wall time of
-    every job goes to times_path (JSON), kept across calls."""
+def run_jobs(jobs: list, times_path: str, workers: int = 1) -> None:
+    """Run the jobs not yet done, `workers` at a time in their own processes (one torch thread each, so the numbers
+    do not depend on how many run), each once its needs are done; one progress line per job with an ETA for the
+    whole; each job's own output goes to out/logs/<job>.log, its wall time to times_path."""
     times = json.load(open(times_path)) if os.path.exists(times_path) else {}
-    todo = [not job.done() for job in jobs]
-    spent, guessed, t_start = 0.0, 0.0, time.time()
-    for i, (job, needed) in enumerate(zip(jobs, todo)):
-        if not needed:
+    finished, pending = set(), []
+    for i, job in enumerate(jobs):
+        if job.done():
+            finished.add(job.name)
             print(f"[{i + 1}/{len(jobs)}] {job.name}: done before, skipped", flush=True)
-            continue
-        t0 = time.time()
-        job.run()
-        took = time.time() - t0
-        spent, guessed = spent + took, guessed + job.estimate_s
-        times[job.name] = round(took, 1)
-        os.makedirs(os.path.dirname(os.path.abspath(times_path)), exist_ok=True)
-        with open(times_path + ".tmp", "w") as f:
-            json.dump(times, f, indent=1)
-        os.replace(times_path + ".tmp", times_path)
-        scale = spent / guessed if guessed >= 120 else 1.0  # the machine's speed, once enough work says so
-        left = sum(j.estimate_s for j, n in zip(jobs[i + 1:], todo[i + 1:]) if n) * scale
-        print(f"[{i + 1}/{len(jobs)}] {job.name}: {took:.0f} s; {(time.time() - t_start) / 60:.1f} min so far, "
-              f"ETA {left / 60:.1f} min", flush=True)
+        else:
+            pending.append(job)
+    ctx = __import__("multiprocessing").get_context("spawn")
+    results, inboxes, pool, busy = ctx.Queue(), [], [], {}
+    spent, guessed, t_start, count = 0.0, 0.0, time.time(), len(finished)
+    try:
+        for w in range(workers if workers > 1 else 0):  # one worker runs in this process
+            inboxes.append(ctx.Queue())
+            pool.append(ctx.Process(target=_worker, args=(w, inboxes[w], results), daemon=True))
+            pool[w].start()
+        while pending or busy:
+            for w in range(workers):
+                ready = next((j for j in pending if set(j.needs) <= finished), None) if w not in busy else None
+                if ready is not None:
+                    pending.remove(ready)
+                    busy[w] = ready
+                    if workers > 1:
+                        inboxes[w].put((ready.name, ready.run))
+                    else:
+                        results.put((w, *run_logged(ready.name, ready.run)))
+            if not busy:
+                raise ValueError(f"jobs wait for jobs that do not exist: {[j.name for j in pending][:3]}")
+            w, took, error = results.get()
+            job = busy.pop(w)
+            if error:
+                raise ValueError(f"{job.name} failed: {error} (its output: {log_path(job.name)})")
+            finished.add(job.name)
+            count, spent, guessed, times[job.name] = count + 1, spent + took, guessed + job.estimate_s, round(took, 1)
+            os.makedirs(os.path.dirname(os.path.abspath(times_path)), exist_ok=True)
+            with open(times_path + ".tmp", "w") as f:
+                json.dump(times, f, indent=1)
+            os.replace(times_path + ".tmp", times_path)
+            scale = spent / guessed if guessed >= 120 else 1.0  # the machine's speed, once enough work says so
+            left = (sum(j.estimate_s for j in pending) + sum(j.estimate_s for j in busy.values()) / 2) * scale / workers
+            print(f"[{count}/{len(jobs)}] {job.name}: {took:.0f} s; {(time.time() - t_start) / 60:.1f} min so far, "
+                  f"ETA {left / 60:.1f} min", flush=True)
+    finally:
+        for p in pool:
+            p.terminate()
 
 
-def write_report(cfg: Config, report: str) -> None:
+def log_path(name: str) -> str:
+    return os.path.join("out", "logs", re.sub(r"[^\w.-]", "_", name) + ".log")
+
+
+def run_logged(name: str, run: Callable) -> tuple:
+    """Run one job with one torch thread, its output to its log -> (seconds, error line or "")."""
+    t0, threads = time.time(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    os.makedirs(os.path.dirname(log_path(name)), exist_ok=True)
+    with open(log_path(name), "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            run()
+            error = ""
+        except Exception as e:  # every failure becomes the one line the caller prints
+            error = tasks.one_line(e)[len("error: "):]
+    torch.set_num_threads(threads)
+    return time.time() - t0, error
+
+
+def _worker(w: int, inbox, results) -> None:
+    """Job runner number w, a process of its own, with the allocator setting of every script; decoded probe clips
+    are kept across the jobs it runs (probe_model's AUDIO)."""
+    tasks.keep_freed_memory()
+    while True:
+        name, run = inbox.get()
+        results.put((w, *run_logged(name, run)))
+
+
+def write_report(cfg: Config) -> None:
+    """The study's tables into out/study.md (and the log of this job)."""
+    report = study_report(cfg)
     print(report, flush=True)
     path = os.path.join("out", f"study_{cfg.data}.md" if cfg.data else "study.md")
     with open(path + ".tmp", "w") as f:
@@ -623,7 +729,8 @@ def write_report(cfg: Config, report: str) -> None:
 
 def check_config(cfg: Config) -> None:
     tasks.check_config(cfg, ranges=dict(keep_frac=(1e-6, 1), drop_prob=(0, 0.999), probe_seeds=(1, None),
-                                        cache_crops=(0, None), steps=(1, None), probe_steps=(1, None)),
+                                        cache_crops=(0, None), steps=(1, None), probe_steps=(1, None),
+                                        workers=(1, None)),
                        choices=dict(method=("ta", "ties", "dare"), sweep=("", "line", "paper", "grid"),
                                     data=("", "speech")))
     if not all(s.strip().isdigit() for s in cfg.seeds.split(",")):
@@ -640,9 +747,12 @@ def main(argv=None):
             reproduce(cfg)
         elif cfg.table:
             print(study_report(cfg))
-        elif cfg.sweep:
-            for job in sweep_jobs(cfg, audio={}):
-                job.run()
+        elif cfg.sweep:  # the students exist; ensembles that do not are left out
+            jobs = [j._replace(needs=tuple(n for n in j.needs if not n.startswith("distil"))) for j in sweep_jobs(cfg)]
+            missing = {tag_of(n, cfg, s) for s in map(int, cfg.seeds.split(",")) for n, p in
+                       student_paths(cfg, s).items() if n.startswith("ensemble") and not os.path.exists(p)}
+            run_jobs([j for j in jobs if j.name[len("probe "):] not in missing], os.path.join("out", "sweep_times.json"),
+                     cfg.workers)
             print(headline_table(probe.read_results(cfg.results), cfg))
         elif cfg.out:
             paths = student_paths(cfg, int(cfg.seeds.split(",")[0]))

@@ -962,6 +962,19 @@ def semitone_spectrum(wav: torch.Tensor, bins_per_semitone: int = 3) -> torch.Te
     return torch.log(power @ (fb / fb.sum(0)) + 1e-6)
 
 
+def periodicity(wav: torch.Tensor, lowest_midi: int = 36, highest_midi: int = 96) -> torch.Tensor:
+    """Normalised autocorrelation of each frame's own 400 samples at the periods of the semitones from lowest_midi
+    to highest_midi (245 to 7.6 samples; fractional lags interpolated): peaks where the frame repeats, i.e. its
+    pitch, readable from the same 25 ms the conv front end sees. (B, n) -> (B, T, 61), values in [-1, 1]."""
+    frames = wav.unfold(-1, WIN, HOP)[:, :n_frames(wav.shape[-1])]  # (B, T, 400)
+    frames = frames - frames.mean(-1, keepdim=True)
+    r = torch.fft.irfft(torch.fft.rfft(frames, n=1024).abs() ** 2, n=1024)  # (B, T, 1024), lag 0 first
+    lags = SR / (440 * 2 ** ((torch.arange(lowest_midi, highest_midi + 1) - 69) / 12))
+    low = lags.floor().long()
+    frac = lags - low
+    return (r[..., low] * (1 - frac) + r[..., low + 1] * frac) / (r[..., :1] + 1e-8)
+
+
 def chroma(wav: torch.Tensor) -> torch.Tensor:
     """Energy per pitch class: bin j holds MIDI notes 28 + j + 12 k. (B, n) -> (B, T, 12)."""
     semis = semitone_spectrum(wav, 1).exp()  # (B, T, 72), one bin per semitone

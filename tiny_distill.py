@@ -246,16 +246,21 @@ class TeacherRecipe:
     peak_lr: float
     iterations: int  # HuBERT-style unit iterations (the second clusters the middle layer)
     spectrum: str  # what stage 0 regresses, for the log
-    front_end_target: Callable  # wav (B, n) -> (B, T, bins) power spectrum for stage 0
+    front_end_target: Callable  # wav (B, n) -> (B, T, bins): what stage 0 regresses, compressed
     units: str  # what iteration 1 clusters, for the log
     unit_features: Callable  # wav (B, n) -> (B, T, d) features whose k-means clusters are the targets
     recon_bins: int  # > 0: also regress the CQT-like spectrum of masked frames (MERT's musical teacher)
 
 
-def mel_and_semitone_power(wav):
+def mel_target(wav):
+    """The mel spectrum of log-mel's 25 ms window, cube-root compressed (PLP's loudness law). (B, T, 80)."""
+    return tasks.mel_power(wav) ** (1 / 3)
+
+
+def mel_and_semitone_target(wav):
     """Mel bands (timbre, the whole band) next to the 1/3-semitone spectrum of a 128 ms window (pitch, 41 Hz - 2.6
     kHz), whose fine low-frequency resolution asks the front end to find each note's period. (B, T, 80 + 216)."""
-    return torch.cat([tasks.mel_power(wav), tasks.semitone_spectrum(wav).exp()], -1)
+    return torch.cat([tasks.mel_power(wav), tasks.semitone_spectrum(wav).exp()], -1) ** (1 / 3)
 
 
 def mfcc_and_chroma(wav):
@@ -268,9 +273,9 @@ def mfcc_and_chroma(wav):
 def teacher_recipe(cfg: Config, domain: str) -> TeacherRecipe:
     if domain == "speech":  # HuBERT: units of MFCCs (iteration 1)
         return TeacherRecipe(1000, cfg.conv_channels, cfg.teacher_steps, cfg.teacher_lr_speech, cfg.speech_iterations,
-                             "mel", tasks.mel_power, "MFCC", tasks.mfcc, 0)
+                             "mel", mel_target, "MFCC", tasks.mfcc, 0)
     return TeacherRecipe(1001, cfg.music_conv_channels or cfg.conv_channels, cfg.music_teacher_steps,  # MERT
-                         cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_power, "MFCC + chroma",
+                         cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_target, "MFCC + chroma",
                          mfcc_and_chroma, 216)
 
 
@@ -284,15 +289,14 @@ def teacher_config(cfg: Config, recipe: TeacherRecipe) -> EncoderConfig:
 
 def fit_front_end(enc: Encoder, pools: dict, domain: str, recipe: TeacherRecipe, cfg: Config, g: torch.Generator,
                   steps: int, device: str) -> float:
-    """Stage 0: train the conv front end and a linear read-out to regress each frame's spectrum (cube-root
-    compressed, PLP's loudness law; standardised over the pool, not per clip, so the clip's spectral envelope stays
-    in the target). Returns the explained variance of the last batch.
+    """Stage 0: train the conv front end and a linear read-out to regress each frame's target (the recipe's
+    spectrum, standardised over the pool, not per clip, so the clip's spectral envelope stays in the target).
+    Returns the explained variance of the last batch.
     DEVIATION: HuBERT trains its front end end to end; at our scale one trained on units collapsed, and a frozen
     random one keeps little of what log-mel keeps. A regression target cannot be met by discarding the spectrum."""
     print(f"teacher {domain} stage 0: fitting the conv front end to {recipe.spectrum} spectra ({steps} steps)",
           flush=True)
-    crop_n = int(cfg.crop_s * tasks.SR)
-    spectrum = lambda wav: recipe.front_end_target(wav) ** (1 / 3)  # noqa: E731
+    crop_n, spectrum = int(cfg.crop_s * tasks.SR), recipe.front_end_target
     with torch.no_grad():
         ref = spectrum(read_crops(pools, draw_crops(pools, domain, 32, crop_n, g), crop_n)).flatten(0, 1)
         mean, std = ref.mean(0), ref.std(0) + 1e-5
@@ -975,6 +979,24 @@ class TargetBank:
                 {d: torch.from_numpy(t[idx]).float() for d, t in self.targets.items()})
 
 
+def open_bank(cfg: Config, data: str, pools: dict, teachers: dict, layers: dict, device: str) -> TargetBank:
+    """The bank of this run's data setting with every teacher's targets, made where missing."""
+    bank = TargetBank(cfg, data, pools, cfg.cache_crops or cfg.steps * cfg.batch)
+    for d, teacher in teachers.items():
+        bank.add_teacher(d, teacher, layers[d], device, cfg.batch)
+    return bank
+
+
+def build_target_bank(cfg: Config) -> None:
+    """Make the bank a --cache_targets run of cfg reads, and stop (merge.py --reproduce builds each bank once,
+    before the runs that share it)."""
+    data = cfg.data or {"speech": "speech", "music": "music", "both": "mix"}[cfg.domain]
+    device = device_and_amp(cfg)[0]
+    teachers = {d: load_or_pretrain_teacher(cfg, d, device) for d in (KINDS if cfg.domain == "both" else [cfg.domain])}
+    pools = {k: load_pool(cfg, k) for k in (KINDS if data == "mix" else [data])}
+    open_bank(cfg, data, pools, teachers, {d: target_layers(t.cfg.layers) for d, t in teachers.items()}, device)
+
+
 class Batches:
     """Each step's crops and teacher targets: fresh crops with one forward pass per teacher (online), or rows of
     the cached bank (--cache_targets), whose teachers ran once, before the first step."""
@@ -982,11 +1004,8 @@ class Batches:
     def __init__(self, cfg: Config, run, teachers: dict, layers: dict):
         self.cfg, self.run, self.teachers, self.layers = cfg, run, teachers, layers
         self.pools = {k: load_pool(cfg, k) for k in (KINDS if run.data == "mix" else [run.data])}
-        self.crop_n, self.bank = int(cfg.crop_s * tasks.SR), None
-        if cfg.cache_targets:
-            self.bank = TargetBank(cfg, run.data, self.pools, cfg.cache_crops or cfg.steps * cfg.batch)
-            for d, teacher in teachers.items():
-                self.bank.add_teacher(d, teacher, layers[d], run.device, cfg.batch)
+        self.crop_n = int(cfg.crop_s * tasks.SR)
+        self.bank = open_bank(cfg, run.data, self.pools, teachers, layers, run.device) if cfg.cache_targets else None
         run.ready()
 
     def next(self, g: torch.Generator):
