@@ -656,7 +656,7 @@ def run_jobs(jobs: list, times_path: str, workers: int = 1) -> None:
     try:
         for w in range(workers if workers > 1 else 0):  # one worker runs in this process
             inboxes.append(ctx.Queue())
-            pool.append(ctx.Process(target=_worker, args=(w, inboxes[w], results), daemon=True))
+            pool.append(ctx.Process(target=_worker, args=(w, inboxes[w], results)))  # not daemonic: tasks.py forks
             pool[w].start()
         while pending or busy:
             for w in range(workers):

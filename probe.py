@@ -287,7 +287,8 @@ def fit_probes(data: dict, layer: str, seeds: list, kind: str, cfg: Config) -> l
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     X = {s: layer_view(data[s][0], layer) for s in ("train", "valid")}
     y = {s: data[s][1] for s in ("train", "valid")}
-    mean, std = X["train"].mean(0), X["train"].std(0) + 1e-5  # (L, C), train statistics only
+    mean = X["train"].mean(0)  # (L, C), train statistics only; two passes, as torch's own std is 2x slower
+    std = ((X["train"] - mean) ** 2).sum(0).div(max(1, len(X["train"]) - 1)).sqrt() + 1e-5
     X = {s: (x - mean) / std for s, x in X.items()}
     (N, L, C), S, G, K = X["train"].shape, len(seeds), len(L2_GRID), len(data["classes"])
     params = [p.requires_grad_() for p in init_probes(kind, (S, G, L, C, K), gens)]

@@ -75,3 +75,13 @@ def test_tiny_student_overfits_one_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("T, kernel, groups", [(99, 64, 12), (7, 16, 2), (50, 128, 16), (3, 8, 4)])
+def test_positional_conv_by_fft_equals_the_direct_grouped_conv(T, kernel, groups):
+    """The product-of-spectra positional conv is F.conv1d with 'same' padding, the last frame dropped (even K)."""
+    torch.manual_seed(0)
+    D = 16 * groups
+    x, w = torch.randn(3, D, T), torch.randn(D, 16, kernel) / kernel
+    direct = F.conv1d(x, w, padding=kernel // 2, groups=groups)[:, :, :T]
+    assert torch.allclose(td.grouped_conv_fft(x, w, groups), direct, atol=1e-5)
