@@ -363,7 +363,8 @@ def test_se(rows: list, tag: str) -> float:
     """Standard error of a model's mean test accuracy over the tasks from the finite test sets alone (binomial,
     sqrt(sum_t p_t (1 - p_t) / n_t) / n_tasks): the noise floor no number of seeds removes."""
     p = probe.mean_scores(rows, tag)
-    n = {r["task"]: r["n_test"] for r in rows if r["model"] == tag and r.get("n_test") and r.get("probe", "linear") == "linear"}
+    n = {r["task"]: r["n_test"] for r in rows
+         if r["model"] == tag and r.get("n_test") and r.get("probe", "linear") == "linear"}
     return float(np.sqrt(sum(p[t] * (1 - p[t]) / n[t] for t in p)) / len(p)) if p else float("nan")
 
 
@@ -452,7 +453,8 @@ def teacher_table(rows: list, cfg: Config) -> str:
     first seed; bold: the teacher beats both baselines of its domain's task by more than one paired SE."""
     seed = int(cfg.seeds.split(",")[0])
     cols = [("log-mel", "logmel", "last"), ("random, speech size", "random_teacher_speech", "weighted"),
-            ("random, music size", "random_teacher_music", "weighted"), ("speech teacher", "teacher_speech", "weighted"),
+            ("random, music size", "random_teacher_music", "weighted"),
+            ("speech teacher", "teacher_speech", "weighted"),
             ("music teacher", "teacher_music", "weighted"), ("theta0", "theta0", "last"),
             ("speech student", tag_of("student_speech", cfg, seed), "last"),
             ("music student", tag_of("student_music", cfg, seed), "last")]
@@ -727,6 +729,7 @@ def write_report(cfg: Config) -> None:
                 + f" ({time.strftime('%Y-%m-%d %H:%M')})\n\n{report}\n")
     os.replace(path + ".tmp", path)
 
+
 def check_config(cfg: Config) -> None:
     tasks.check_config(cfg, ranges=dict(keep_frac=(1e-6, 1), drop_prob=(0, 0.999), probe_seeds=(1, None),
                                         cache_crops=(0, None), steps=(1, None), probe_steps=(1, None),
@@ -751,8 +754,8 @@ def main(argv=None):
             jobs = [j._replace(needs=tuple(n for n in j.needs if not n.startswith("distil"))) for j in sweep_jobs(cfg)]
             missing = {tag_of(n, cfg, s) for s in map(int, cfg.seeds.split(",")) for n, p in
                        student_paths(cfg, s).items() if n.startswith("ensemble") and not os.path.exists(p)}
-            run_jobs([j for j in jobs if j.name[len("probe "):] not in missing], os.path.join("out", "sweep_times.json"),
-                     cfg.workers)
+            run_jobs([j for j in jobs if j.name[len("probe "):] not in missing],
+                     os.path.join("out", "sweep_times.json"), cfg.workers)
             print(headline_table(probe.read_results(cfg.results), cfg))
         elif cfg.out:
             paths = student_paths(cfg, int(cfg.seeds.split(",")[0]))

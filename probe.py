@@ -47,7 +47,7 @@ class Config:
     task: str = "all"  # all | speech | music | audio (ESC) | comma-separated names | csv:PATH
     layer: str = "last"  # last (paper, students) | weighted (SUPERB, teachers) | an integer layer index
     tag: str = ""  # name stored under "model" in the results (default: --model)
-    splits: str = "train,valid,test"  # train,valid: choose the probes, test not read | test: read it for the chosen ones
+    splits: str = "train,valid,test"  # train,valid: choose the probes, test not read | test: read it for the chosen
     # the probe
     probe: str = "linear"  # linear (the headline's) | mlp (MARBLE's: one hidden layer of 512 ReLU units)
     seeds: int = 3  # probe seeds (init and minibatch order); mean and std are reported
@@ -301,7 +301,8 @@ def fit_probes(data: dict, layer: str, seeds: list, kind: str, cfg: Config) -> l
         logits = probe_logits(X["train"][idx], params)  # (S, G, B, K)
         targets = y["train"][idx][:, None].expand(-1, G, -1)  # (S, G, B)
         # classes in the middle (S * G, K, B): the softmax then runs along B in the kernel's fast layout (4x faster)
-        loss = F.cross_entropy(logits.flatten(0, 1).transpose(1, 2), targets.flatten(0, 1), reduction="sum") / idx.shape[1]
+        loss = F.cross_entropy(logits.flatten(0, 1).transpose(1, 2), targets.flatten(0, 1),
+                               reduction="sum") / idx.shape[1]
         loss = loss + sum((l2 * p.pow(2).sum((-2, -1))).sum() for p in params[1::2])  # the weight matrices
         opt.zero_grad()
         loss.backward()

@@ -531,7 +531,8 @@ def song(rng, style: str, seconds: float) -> np.ndarray:
 def decaying(freqs, decay_s, n: int) -> np.ndarray:
     """A kernel of damped sinusoids, sum_k exp(-t / decay) sin(2 pi f_k t) with random phases left out. (n,)."""
     t = np.arange(n) / SR
-    return (np.sin(2 * np.pi * np.asarray(freqs, float)[:, None] * t) * np.exp(-t / np.asarray(decay_s, float)[:, None])).sum(0)
+    freqs, decay_s = np.asarray(freqs, float)[:, None], np.asarray(decay_s, float)[:, None]
+    return (np.sin(2 * np.pi * freqs * t) * np.exp(-t / decay_s)).sum(0)
 
 
 def place(n: int, times: np.ndarray, gains: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -585,7 +586,8 @@ def env_sound(rng, v: dict, seconds: float) -> np.ndarray:
         t = np.arange(n) / SR
         phase = (2 * rate * t + rng.uniform()) % 1
         sweep = np.sin(2 * np.pi * phase) if v["shape"] < 0.5 else 2 * np.abs(phase - 0.5) * 2 - 1
-        y = wavetable_osc(np.array([1, 0.5 * v["bright"], 0.25 * v["bright"]]), 900 * f * (1 + 0.35 * v["depth"] * sweep))
+        y = wavetable_osc(np.array([1, 0.5 * v["bright"], 0.25 * v["bright"]]),
+                          900 * f * (1 + 0.35 * v["depth"] * sweep))
     elif cls == "bird":  # fast FM chirps in phrases
         y = np.zeros(n)
         for start in np.cumsum(rng.exponential(0.12 / rate, 40)):

@@ -69,7 +69,8 @@ class Config:
     pretrain: str = ""  # speech | music: (re)train that teacher into --teacher_<domain> and stop
     teacher_steps: int = 2000  # speech teacher's masked-prediction steps, split evenly over its iterations
     music_teacher_steps: int = 1000  # music teacher's masked-prediction steps (its wider front end costs 2x a step)
-    front_end_steps: int = 800  # teacher stage 0: steps fitting the conv front end to spectra (0: random, frozen)
+    front_end_steps_speech: int = 2400  # speech teacher's stage 0: steps fitting its front end (0: random, frozen)
+    front_end_steps_music: int = 800  # music teacher's stage 0 steps (0: random, frozen)
     speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)
     recon_weight: float = 1.0  # music teacher: weight of the masked CQT-like spectrum regression (MERT's CQT loss)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
@@ -258,11 +259,13 @@ class TeacherRecipe:
     units: str  # what iteration 1 clusters, for the log
     unit_features: Callable  # wav (B, n) -> (B, T, d) features whose k-means clusters are the targets
     recon_bins: int  # > 0: also regress the CQT-like spectrum of masked frames (MERT's musical teacher)
+    front_end_steps: int  # stage 0's steps
 
 
-def mel_target(wav):
-    """The mel spectrum of log-mel's 25 ms window, cube-root compressed (PLP's loudness law). (B, T, 80)."""
-    return tasks.mel_power(wav) ** (1 / 3)
+def mel_and_periodicity_target(wav):
+    """Mel bands (the envelope speech needs) next to each frame's periodicity (its autocorrelation at the semitones'
+    periods: the pitch music needs), both readable from the 25 ms a front-end frame sees. (B, T, 80 + 61)."""
+    return torch.cat([tasks.mel_power(wav) ** (1 / 3), tasks.periodicity(wav)], -1)
 
 
 def mel_and_semitone_target(wav):
@@ -281,10 +284,11 @@ def mfcc_and_chroma(wav):
 def teacher_recipe(cfg: Config, domain: str) -> TeacherRecipe:
     if domain == "speech":  # HuBERT: units of MFCCs (iteration 1)
         return TeacherRecipe(1000, cfg.conv_channels, cfg.teacher_steps, cfg.teacher_lr_speech, cfg.speech_iterations,
-                             "mel", mel_target, "MFCC", tasks.mfcc, 0)
+                             "mel + periodicity", mel_and_periodicity_target, "MFCC", tasks.mfcc, 0,
+                             cfg.front_end_steps_speech)
     return TeacherRecipe(1001, cfg.music_conv_channels or cfg.conv_channels, cfg.music_teacher_steps,  # MERT
                          cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_target, "MFCC + chroma",
-                         mfcc_and_chroma, 216)
+                         mfcc_and_chroma, 216, cfg.front_end_steps_music)
 
 
 def teacher_config(cfg: Config, recipe: TeacherRecipe) -> EncoderConfig:
@@ -367,8 +371,8 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     enc_cfg = teacher_config(cfg, recipe)
     enc = Encoder(enc_cfg).to(device)
     t_start = time.time()  # the whole build, stage 0 included, goes into the checkpoint's "seconds"
-    if cfg.front_end_steps:  # 1) the front end, then frozen (trained on units, it collapsed in every pilot)
-        fit_front_end(enc, pools, domain, recipe, cfg, g, cfg.front_end_steps, device)
+    if recipe.front_end_steps:  # 1) the front end, then frozen (trained on units, it collapsed in every pilot)
+        fit_front_end(enc, pools, domain, recipe, cfg, g, recipe.front_end_steps, device)
     enc.conv.requires_grad_(False)
     recon_head, steps = None, recipe.steps // recipe.iterations
     print(f"teacher {domain}: {count_parameters(enc) / 1e6:.2f}M parameters, {recipe.iterations} x {steps} steps of "
@@ -1271,7 +1275,8 @@ def check_config(cfg: Config) -> None:
     """Options out of range are refused before any work, with the valid range."""
     tasks.check_config(cfg, ranges=dict(
         steps=(1, None), batch=(1, None), crop_s=(tasks.WIN / tasks.SR, None), lr=(0, None), warmup_frac=(0, 1),
-        conv_grad_mult=(0, None), teacher_steps=(1, None), music_teacher_steps=(1, None), front_end_steps=(0, None),
+        conv_grad_mult=(0, None), teacher_steps=(1, None), music_teacher_steps=(1, None),
+        front_end_steps_speech=(0, None), front_end_steps_music=(0, None),
         speech_iterations=(1, 3), teacher_layers=(1, None), dim=(1, None), conv_channels=(1, None),
         music_conv_channels=(0, None), threads=(0, None), log_every=(1, None), ckpt_every=(1, None),
         cache_crops=(0, None)), choices=dict(domain=("speech", "music", "both"), data=("", "speech", "music", "mix"),

@@ -51,7 +51,8 @@ def test_front_end_fit_learns_the_spectrum(tiny_setup, domain):
     fit_cfg = td.Config(**{**vars(cfg), "batch": 4, "log_every": 1000})
     for steps in (1, 300):
         torch.manual_seed(0)
-        enc = td.Encoder(td.EncoderConfig(conv_channels=32, dim=32, layers=1, heads=2, ffn=64, pos_kernel=8, pos_groups=2))
+        enc = td.Encoder(td.EncoderConfig(conv_channels=32, dim=32, layers=1, heads=2, ffn=64, pos_kernel=8,
+                                          pos_groups=2))
         ev[steps] = td.fit_front_end(enc, pools, domain, td.teacher_recipe(fit_cfg, domain), fit_cfg,
                                      torch.Generator().manual_seed(0), steps, "cpu")
     assert ev[300] > ev[1] + 0.1, ev
@@ -200,7 +201,8 @@ def test_cached_targets_match_the_online_run_within_float16(tiny_setup, tmp_path
 def test_two_ranks_with_half_the_batch_each_make_the_same_update(tiny_setup, tmp_path):
     """torchrun, gloo, 2 CPU processes with batch 2 each == 1 process with batch 4 (one update: lr is 0 at step 2)."""
     cfg, _ = tiny_setup
-    args = [f"--{k}={v}" for k, v in vars(cfg).items() if k not in ("out_dir", "steps", "batch") and not isinstance(v, bool)]
+    args = [f"--{k}={v}" for k, v in vars(cfg).items()
+            if k not in ("out_dir", "steps", "batch") and not isinstance(v, bool)]
     args += ["--domain=music", "--steps=2", "--batch=4", "--threads=1"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -44,29 +44,35 @@ def bad_inputs(cfg, tmp_path) -> list:
         ("probe: layer out of range", lambda: probe.main(["--model", cfg.init, "--layer", "7", "--task", "KS", *data])),
         ("probe: layer not a number", lambda: probe.main(["--layer", "top", "--task", "KS", *data])),
         ("probe: no csv", lambda: probe.main(["--task", f"csv:{tmp_path / 'none.csv'}"])),
-        ("probe: csv without split", lambda: probe.main(["--task", sine_csv(tmp_path, ["path,label", "a.wav,x"], "bad.csv")])),
+        ("probe: csv without split", lambda: probe.main(["--task",
+                                                         sine_csv(tmp_path, ["path,label", "a.wav,x"], "bad.csv")])),
         ("probe: zero seeds", lambda: probe.main(["--seeds", "0", "--task", ok_csv])),
-        ("probe: unwritable results", lambda: probe.main(["--task", ok_csv, "--results", str(tmp_path / "afile" / "r.jsonl"),
+        ("probe: unwritable results", lambda: probe.main(["--task", ok_csv,
+                                                          "--results", str(tmp_path / "afile" / "r.jsonl"),
                                                           "--steps", "5"])),
         ("distill: unknown domain", lambda: td.main(["--domain", "jazz", *data])),
         ("distill: batch 0", lambda: td.main(["--batch", "0", *data])),
         ("distill: steps not a number", lambda: td.main(["--steps", "many"])),
         ("distill: crop under one frame", lambda: td.main(["--crop_s", "0.01", *data])),
-        ("distill: corrupt teacher", lambda: td.main(["--domain", "speech", "--teacher_speech", str(tmp_path / "corrupt.pt"),
+        ("distill: corrupt teacher", lambda: td.main(["--domain", "speech",
+                                                      "--teacher_speech", str(tmp_path / "corrupt.pt"),
                                                       "--init", str(tmp_path / "t0.pt"), *data])),
-        ("distill: teacher path typo", lambda: td.main(["--domain", "speech", "--teacher_speech", str(tmp_path / "tpyo.pt"),
+        ("distill: teacher path typo", lambda: td.main(["--domain", "speech",
+                                                        "--teacher_speech", str(tmp_path / "tpyo.pt"),
                                                         "--init", str(tmp_path / "t0.pt"), *data])),
         ("distill: resume without checkpoint", lambda: td.main(["--resume", "--out_dir", str(tmp_path / "norun"), *data,
                                                                 *[f"--{k}={getattr(cfg, k)}" for k in ("teacher_speech",
                                                                   "teacher_music", "init", "dim", "conv_channels")]])),
         ("tasks: negative pool", lambda: tasks.main(["--pool_minutes", "-1", "--data_dir", str(tmp_path / "d")])),
         ("tasks: zero workers", lambda: tasks.main(["--workers", "0", "--data_dir", str(tmp_path / "d")])),
-        ("tasks: unwritable data dir", lambda: tasks.main(["--data_dir", str(tmp_path / "afile" / "d"), "--pool_minutes", "0.1"])),
+        ("tasks: unwritable data dir", lambda: tasks.main(["--data_dir", str(tmp_path / "afile" / "d"),
+                                                           "--pool_minutes", "0.1"])),
         ("merge: lambda not a number", lambda: merge.main(["--lam_speech", "half", "--out", str(tmp_path / "m.pt")])),
         ("merge: unknown method", lambda: merge.main(["--method", "avg", "--out", str(tmp_path / "m.pt")])),
         ("merge: missing students", lambda: merge.main(["--init", cfg.init, "--out", str(tmp_path / "m.pt"),
                                                         "--seeds", "7"])),
-        ("merge: unmakeable out folder", lambda: merge.main(["--init", cfg.init, "--speech", student, "--music", student,
+        ("merge: unmakeable out folder", lambda: merge.main(["--init", cfg.init,
+                                                             "--speech", student, "--music", student,
                                                              "--out", str(tmp_path / "afile" / "sub" / "m.pt")])),
         ("merge: nothing to do", lambda: merge.main([])),
     ]
@@ -79,7 +85,8 @@ def test_every_bad_input_is_one_line_and_a_nonzero_exit(tiny_setup, tmp_path, ca
     for what, call in bad_inputs(cfg, tmp_path):
         seen[what] = refusal(call)
     assert "Traceback" not in capsys.readouterr().err
-    assert "--batch must be >= 1" in seen["distill: batch 0"] and "--pool_minutes must be >= " in seen["tasks: negative pool"]
+    assert ("--batch must be >= 1" in seen["distill: batch 0"]
+            and "--pool_minutes must be >= " in seen["tasks: negative pool"])
     assert "tpyo.pt" in seen["distill: teacher path typo"] and not os.path.exists(tmp_path / "tpyo.pt")
     assert "afile" in seen["merge: unmakeable out folder"] and "afile" in seen["probe: unwritable results"]
     assert "python tiny_distill.py --domain speech" in seen["merge: missing students"]
@@ -111,7 +118,8 @@ def test_a_killed_run_resumes_to_the_same_student(tiny_setup, tmp_path):
     cfg, _ = tiny_setup
     steps, every = 300, 5
     args = [f"--{k}={v}" for k, v in vars(cfg).items() if not isinstance(v, bool) and k not in ("steps", "ckpt_every")]
-    args += [f"--steps={steps}", f"--ckpt_every={every}", "--domain=speech", "--threads=1", f"--out_dir={tmp_path / 'killed'}"]
+    args += [f"--steps={steps}", f"--ckpt_every={every}", "--domain=speech", "--threads=1",
+             f"--out_dir={tmp_path / 'killed'}"]
     log = tmp_path / "killed" / "log.jsonl"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tiny_distill.py"), *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

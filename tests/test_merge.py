@@ -110,8 +110,8 @@ def fake_rows(valid_best: float, test_best: float) -> list:
             for seed in (0, 1):
                 tag = merge.merged_tag(merge.Config(), lam_speech, lam_music, seed)
                 rows.append(dict(model=tag, task=task, layer="last", seed=0,
-                                 valid=0.7 + 0.1 * (lam_speech == valid_best), test=0.7 + 0.1 * (lam_speech == test_best),
-                                 n_test=100))
+                                 valid=0.7 + 0.1 * (lam_speech == valid_best),
+                                 test=0.7 + 0.1 * (lam_speech == test_best), n_test=100))
     return rows
 
 

@@ -9,7 +9,8 @@ import torch
 
 import tiny_distill as td
 
-transformers = pytest.importorskip("transformers", reason="transformers is a test-only extra: pip install -r tests/requirements.txt")
+transformers = pytest.importorskip("transformers",
+                                   reason="transformers is a test-only extra: pip install -r tests/requirements.txt")
 
 D, HEADS, LAYERS, C = 128, 2, 3, 32  # head width 64, as every HuBERT-family model, so the head count is inferable
 
@@ -22,18 +23,23 @@ def hf_model(feature_layernorm=True, seed=0):
     model = transformers.HubertModel(cfg).eval()
     with torch.no_grad():  # every tensor random, LayerNorm gains included, so a swapped key cannot go unnoticed
         for name, p in model.named_parameters():
-            p.copy_(torch.randn_like(p) * (0.3 if "conv_layers" in name else 0.1) + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+            p.copy_(torch.randn_like(p) * (0.3 if "conv_layers" in name else 0.1)
+                    + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
     return model
 
 
 def to_fairseq(sd):
     out = {}
     for k, v in sd.items():
-        k = re.sub(r"conv_layers\.(\d+)\.conv\.", r"conv_layers.\1.0.", k).replace("conv_layers.0.layer_norm.", "conv_layers.0.2.")
-        k = k.replace("feature_projection.layer_norm.", "layer_norm.").replace("feature_projection.projection.", "post_extract_proj.")
+        k = (re.sub(r"conv_layers\.(\d+)\.conv\.", r"conv_layers.\1.0.", k)
+             .replace("conv_layers.0.layer_norm.", "conv_layers.0.2."))
+        k = (k.replace("feature_projection.layer_norm.", "layer_norm.")
+             .replace("feature_projection.projection.", "post_extract_proj."))
         k = k.replace("masked_spec_embed", "mask_emb").replace("encoder.pos_conv_embed.conv.", "encoder.pos_conv.0.")
-        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
-        k = re.sub(r"layers\.(\d+)\.layer_norm\.", r"layers.\1.self_attn_layer_norm.", k).replace(".attention.", ".self_attn.")
+        k = (k.replace("parametrizations.weight.original0", "weight_g")
+             .replace("parametrizations.weight.original1", "weight_v"))
+        k = (re.sub(r"layers\.(\d+)\.layer_norm\.", r"layers.\1.self_attn_layer_norm.", k)
+             .replace(".attention.", ".self_attn."))
         out[k.replace("feed_forward.intermediate_dense", "fc1").replace("feed_forward.output_dense", "fc2")] = v
     return out
 
@@ -62,7 +68,8 @@ def save_layouts(model, root):
     torch.save(sd, hf / "pytorch_model.bin")
     model.config.to_json_file(str(hf / "config.json"))
     paths["transformers folder"] = hf
-    old_style = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
+    old_style = {k.replace("parametrizations.weight.original0", "weight_g")
+                  .replace("parametrizations.weight.original1", "weight_v"): v
                  for k, v in sd.items()}
     torch.save({"hubert." + k: v for k, v in old_style.items()}, root / "hf_prefixed_weight_g.bin")
     paths["transformers, hubert. prefix, weight_g/weight_v"] = root / "hf_prefixed_weight_g.bin"
@@ -73,12 +80,14 @@ def save_layouts(model, root):
     except ImportError:
         pass
     fs = to_fairseq(sd)
-    fs.update({"label_embs_concat": torch.randn(10, 8), "final_proj.weight": torch.randn(8, D), "final_proj.bias": torch.randn(8)})
+    fs.update({"label_embs_concat": torch.randn(10, 8), "final_proj.weight": torch.randn(8, D),
+               "final_proj.bias": torch.randn(8)})
     torch.save({"model": fs, "cfg": FairseqConfig(), "args": None}, root / "hubert_base_ls960.pt")
     paths["fairseq"] = root / "hubert_base_ls960.pt"
     torch.save(to_torchaudio(sd), root / "hubert_fairseq_base_ls960.pth")
     paths["torchaudio"] = root / "hubert_fairseq_base_ls960.pth"
-    ta_param = {k.replace("weight_g", "parametrizations.weight.original0").replace("weight_v", "parametrizations.weight.original1"): v
+    ta_param = {k.replace("weight_g", "parametrizations.weight.original0")
+                 .replace("weight_v", "parametrizations.weight.original1"): v
                 for k, v in to_torchaudio(old_style).items()}
     torch.save(ta_param, root / "torchaudio_param.pth")
     paths["torchaudio, parametrizations"] = root / "torchaudio_param.pth"
@@ -132,7 +141,8 @@ def test_distilhubert_layout_without_feature_layernorm_and_with_heads(tmp_path):
     K = 3
     heads = {"output_layer.0.weight": torch.randn(K * D, D) * 0.1, "output_layer.0.bias": torch.randn(K * D) * 0.1,
              "output_layer.2.weight": torch.randn(K, D, D) * 0.1, "output_layer.2.bias": torch.randn(1, 1, K, D) * 0.1}
-    torch.save({"Distiller": dict(to_fairseq(model.state_dict()), **heads), "Config": {"n_tasks": K}}, tmp_path / "distilhubert.ckpt")
+    torch.save({"Distiller": dict(to_fairseq(model.state_dict()), **heads), "Config": {"n_tasks": K}},
+               tmp_path / "distilhubert.ckpt")
     enc_cfg, state, _, head_state = td.read_encoder(str(tmp_path / "distilhubert.ckpt"))
     assert not enc_cfg.feature_layernorm
     assert max_diff(model, td.load_encoder(str(tmp_path / "distilhubert.ckpt")), torch.randn(1, 3000)) < 1e-5
@@ -149,7 +159,8 @@ def test_distillation_runs_from_a_transformers_teacher(hubert, tiny_data, tmp_pa
     _, paths = hubert
     teacher = str(paths["transformers folder"])
     cfg = td.Config(domain="music", data_dir=tiny_data.data_dir, teacher_speech=teacher, teacher_music=teacher,
-                    init=str(tmp_path / "theta0.pt"), out_dir=str(tmp_path / "run"), steps=2, batch=2, crop_s=0.5, log_every=1)
+                    init=str(tmp_path / "theta0.pt"), out_dir=str(tmp_path / "run"), steps=2, batch=2, crop_s=0.5,
+                    log_every=1)
     res = td.train(cfg)
     student, real = td.load_encoder(res["student"]), td.load_encoder(teacher)
     assert (student.cfg.dim, student.cfg.layers, student.cfg.conv_channels) == (D, 2, C)

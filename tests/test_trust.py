@@ -15,7 +15,9 @@ import tiny_distill as td
 def text(s: str) -> bytes:
     """A pickle string opcode."""
     b = s.encode()
-    return pickle.SHORT_BINUNICODE + bytes([len(b)]) + b if len(b) < 256 else pickle.BINUNICODE + struct.pack("<I", len(b)) + b
+    if len(b) < 256:
+        return pickle.SHORT_BINUNICODE + bytes([len(b)]) + b
+    return pickle.BINUNICODE + struct.pack("<I", len(b)) + b
 
 
 def call_global(module: str, name: str, *args: str) -> bytes:
@@ -115,8 +117,8 @@ def test_the_inert_reader_allows_nothing_beyond_tensor_rebuilding():
     reader = td._InertUnpickler(io.BytesIO(b""))
     assert reader.find_class("torch._utils", "_rebuild_tensor_v2.__globals__") is td._Opaque
     assert reader.find_class("torch", "_utils._rebuild_tensor_v2") is td._Opaque
-    build_on_tensor = (b"\x80\x04" + text("torch._utils") + text("_rebuild_tensor_v2") + pickle.STACK_GLOBAL + pickle.EMPTY_DICT
-                       + pickle.BUILD + pickle.STOP)
+    build_on_tensor = (b"\x80\x04" + text("torch._utils") + text("_rebuild_tensor_v2") + pickle.STACK_GLOBAL
+                       + pickle.EMPTY_DICT + pickle.BUILD + pickle.STOP)
     with pytest.raises(pickle.UnpicklingError, match="refused"):
         td._InertUnpickler(io.BytesIO(build_on_tensor)).load()
 
