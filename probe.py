@@ -374,7 +374,8 @@ def overall_score(scores: dict, base: dict, ref: dict) -> float:
 def score_lines(rows: list, model: str, layer: str, cfg: Config) -> list:
     """Overall, speech and music scores of `model` against logmel and the domain teachers, as printable lines."""
     mine, base = mean_scores(rows, model, layer, probe=cfg.probe), mean_scores(rows, "logmel", probe=cfg.probe)
-    refs = {d: mean_scores(rows, getattr(cfg, f"ref_{d}"), layer, probe=cfg.probe) for d in ("speech", "music")}
+    refs = {d: mean_scores(rows, getattr(cfg, f"ref_{d}"), "weighted", probe=cfg.probe)  # teachers' protocol
+            or mean_scores(rows, getattr(cfg, f"ref_{d}"), layer, probe=cfg.probe) for d in ("speech", "music")}
     refs["audio"] = {t: max(refs["speech"][t], refs["music"][t]) for t in refs["speech"] if t in refs["music"]}
     ref, note = {}, []
     for t in mine:

@@ -159,3 +159,12 @@ def test_generated_tasks_probe_above_chance(tiny_data, tmp_path):
     got = {r["task"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert got["KS"]["test"] > 2 / 12 and got["Pitch"]["test"] > 3 / 48 and got["PR"]["test"] > 0.3
     assert got["PR"]["n_test"] > 1000  # frames, not clips
+
+
+def test_overall_score_reads_the_teachers_weighted_rows_for_a_last_layer_model():
+    """A student probed on its last layer is scored against the teachers' weighted-layer rows (their protocol)."""
+    rows = [dict(model=m, task="KS", layer=layer, seed=0, valid=0, test=acc, probe="linear")
+            for m, layer, acc in (("student", "last", 0.7), ("logmel", "last", 0.5),
+                                  ("teacher_speech", "weighted", 0.9))]
+    lines = probe.score_lines(rows, "student", "last", probe.Config())
+    assert lines[0] == "speech score: 500.0 over 1 tasks" and not any("s_ref = 1.0" in x for x in lines)
