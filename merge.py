@@ -201,10 +201,6 @@ def tag_of(name: str, cfg: Config, seed: int) -> str:
     return f"{name}_{cfg.data or 'own'}_s{seed}"
 
 
-def method_label(cfg: Config) -> str:
-    return {"ta": "TA", "ties": "TIES", "dare": "DARE"}[cfg.method]
-
-
 def merged_tag(cfg: Config, lam_speech: float, lam_music: float, seed: int) -> str:
     method = "" if cfg.method == "ta" else cfg.method + "_"
     return tag_of(f"{method}ta_{lam_speech:.1f}_{lam_music:.1f}", cfg, seed)
@@ -347,11 +343,11 @@ def table_rows(rows: list, cfg: Config, seeds: list) -> list:
         entries.append((label, [tag_of(name, cfg, s) for s in seeds]))
     for lam_speech in REPORTED:
         lam_music = round(1 - lam_speech, 1)
-        entries.append((f"{method_label(cfg)} lam {lam_speech}/{lam_music}",
+        entries.append((f"{cfg.method.upper()} lam {lam_speech}/{lam_music}",
                         [merged_tag(cfg, lam_speech, lam_music, s) for s in seeds]))
     pick, _ = valid_pick(rows, cfg, seeds)
     if pick:
-        entries.append((f"{method_label(cfg)} valid pick {pick[0]}/{pick[1]}",
+        entries.append((f"{cfg.method.upper()} valid pick {pick[0]}/{pick[1]}",
                         [merged_tag(cfg, *pick, s) for s in seeds]))
     # ablation rows, at the paper's points (--method M --sweep paper)
     for method in [m for m in ("ties", "dare") if m != cfg.method]:
@@ -441,7 +437,7 @@ def interval_lines(rows: list, cfg: Config) -> list:
         if res:
             d, lo, hi = res
             verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0"
-            lines.append(f"- {method_label(cfg)} valid pick {pick[0]}/{pick[1]} minus {label}: {d:+.4f} mean "
+            lines.append(f"- {cfg.method.upper()} valid pick {pick[0]}/{pick[1]} minus {label}: {d:+.4f} mean "
                          f"test accuracy, 95% interval [{lo:+.4f}, {hi:+.4f}] ({verdict}; paired bootstrap over "
                          f"test clips and {len(seeds)} seed(s), 2000 replicates)")
     return lines

@@ -47,7 +47,7 @@ class Config:
     task: str = "all"  # all | speech | music | audio (ESC) | comma-separated names | csv:PATH
     layer: str = "last"  # last (paper, students) | weighted (SUPERB, teachers) | an integer layer index
     tag: str = ""  # name stored under "model" in the results (default: --model)
-    splits: str = "train,valid,test"  # train,valid: choose the probes, test not read | test: read it for the chosen
+    splits: str = "train,valid,test"  # train,valid: choose the probes, leave test unread | test: test the chosen
     # the probe
     probe: str = "linear"  # linear (the headline's) | mlp (MARBLE's: one hidden layer of 512 ReLU units)
     seeds: int = 3  # probe seeds (init and minibatch order); mean and std are reported
