@@ -202,6 +202,11 @@ def tag_of(name: str, cfg: Config, seed: int) -> str:
 
 
 def merged_tag(cfg: Config, lam_speech: float, lam_music: float, seed: int) -> str:
+    """Results tag of a merge. Task arithmetic's corners are models probed already: theta0 + 1.0 tau_speech is the
+    speech student (likewise music), theta0 + 0 is theta0; their rows are reused, so nothing is probed twice."""
+    corner = {(1.0, 0.0): "student_speech", (0.0, 1.0): "student_music"}.get((lam_speech, lam_music))
+    if cfg.method == "ta" and (corner or (lam_speech, lam_music) == (0.0, 0.0)):
+        return tag_of(corner, cfg, seed) if corner else "theta0"
     method = "" if cfg.method == "ta" else cfg.method + "_"
     return tag_of(f"{method}ta_{lam_speech:.1f}_{lam_music:.1f}", cfg, seed)
 
@@ -273,12 +278,14 @@ def sweep_jobs(cfg: Config) -> list:
                             partial(probed, cfg, tag, "last", "train,valid,test"), (f"distil {name} seed {seed}",)))
         for lam_speech, lam_music in sweep_points(cfg.sweep):
             tag = merged_tag(cfg, lam_speech, lam_music, seed)
+            if f"probe {tag}" in {j.name for j in jobs}:
+                continue  # a corner: that student's (or theta0's) probe is a job already
             splits = "train,valid,test" if cfg.sweep != "line" or lam_speech in REPORTED else "train,valid"
             jobs.append(Job(f"probe {tag}", 30.0 if "test" in splits else 15.0,
                             partial(probe_merge, cfg, lam_speech, lam_music, seed, splits),
                             partial(probed, cfg, tag, "last", splits),
                             tuple(f"distil {n} seed {seed}" for n in ("student_speech", "student_music"))))
-    line = [j.name for j in jobs if j.name.startswith("probe ta_")]
+    line = [j.name for j in jobs]  # the line, and the students at its ends
     if cfg.sweep == "line":
         for seed in seeds:
             jobs.append(Job(f"probe the valid pick, seed {seed}", 20.0, partial(probe_pick, cfg, seed),
@@ -754,10 +761,11 @@ def main(argv=None):
         elif cfg.table:
             print(study_report(cfg))
         elif cfg.sweep:  # the students exist; ensembles that do not are left out
-            jobs = [j._replace(needs=tuple(n for n in j.needs if not n.startswith("distil"))) for j in sweep_jobs(cfg)]
             missing = {tag_of(n, cfg, s) for s in map(int, cfg.seeds.split(",")) for n, p in
                        student_paths(cfg, s).items() if n.startswith("ensemble") and not os.path.exists(p)}
-            run_jobs([j for j in jobs if j.name[len("probe "):] not in missing],
+            jobs = [j for j in sweep_jobs(cfg) if j.name[len("probe "):] not in missing]
+            names = {j.name for j in jobs}  # no distillations here: waiting is for probes in this list only
+            run_jobs([j._replace(needs=tuple(n for n in j.needs if n in names)) for j in jobs],
                      os.path.join("out", "sweep_times.json"), cfg.workers)
             print(headline_table(probe.read_results(cfg.results), cfg))
         elif cfg.out:

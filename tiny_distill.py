@@ -68,7 +68,7 @@ class Config:
     # teachers, pretrained when a default teacher file is missing or with --pretrain
     pretrain: str = ""  # speech | music: (re)train that teacher into --teacher_<domain> and stop
     teacher_steps: int = 2000  # speech teacher's masked-prediction steps, split evenly over its iterations
-    music_teacher_steps: int = 1000  # music teacher's masked-prediction steps (its wider front end costs 2x a step)
+    music_teacher_steps: int = 2000  # music teacher's masked-prediction steps (its wider front end costs 2x a step)
     front_end_steps_speech: int = 2400  # speech teacher's stage 0: steps fitting its front end (0: random, frozen)
     front_end_steps_music: int = 800  # music teacher's stage 0 steps (0: random, frozen)
     speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)

@@ -76,7 +76,9 @@ def test_reproduce_runs_the_study_end_to_end_and_a_second_call_redoes_nothing(ti
     rows = probe.read_results("out/results.jsonl")
     unread = {r["model"] for r in rows if r["test"] is None}
     read = {r["model"] for r in rows if r["test"] is not None}
-    assert "ta_0.9_0.1_own_s0" in read and "ta_0.3_0.7_own_s0" in unread | read and len(unread) >= 5
+    interior = {f"ta_{a:.1f}_{1 - a:.1f}_own_s0" for a in (0.3, 0.4, 0.6, 0.7)}  # on the line, not reported
+    assert "ta_0.9_0.1_own_s0" in read and unread <= interior and len(unread) >= 3
+    assert not {"ta_1.0_0.0_own_s0", "ta_0.0_1.0_own_s0"} & (read | unread)  # the students themselves, probed once
     times = json.load(open("out/reproduce_times.json"))
     assert "distil ensemble_2x seed 0" in times and len(times) > 20
     merge.main(args)
