@@ -539,7 +539,7 @@ def plots(rows: list, cfg: Config, folder: str = "out") -> list:
         save(fig, "per_task.png")
     grid = {p: [summary(rows, merged_tag(cfg, *p, s)).get("mean acc") for s in seeds] for p in sweep_points("grid")}
     grid = {p: np.mean([x for x in v if x is not None]) for p, v in grid.items() if any(x is not None for x in v)}
-    if grid:
+    if len(grid) > 1:  # theta0 alone, the grid's corner, is no grid
         lams = sorted({p[0] for p in sweep_points("grid")})
         img = np.array([[grid.get((a, b), np.nan) for a in lams] for b in lams])
         fig, ax = plt.subplots(figsize=(5, 4))
