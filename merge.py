@@ -204,9 +204,9 @@ def tag_of(name: str, cfg: Config, seed: int) -> str:
 def merged_tag(cfg: Config, lam_speech: float, lam_music: float, seed: int) -> str:
     """Results tag of a merge. Task arithmetic's corners are models probed already: theta0 + 1.0 tau_speech is the
     speech student (likewise music), theta0 + 0 is theta0; their rows are reused, so nothing is probed twice."""
-    corner = {(1.0, 0.0): "student_speech", (0.0, 1.0): "student_music"}.get((lam_speech, lam_music))
-    if cfg.method == "ta" and (corner or (lam_speech, lam_music) == (0.0, 0.0)):
-        return tag_of(corner, cfg, seed) if corner else "theta0"
+    if cfg.method == "ta" and (lam_speech, lam_music) in ((1.0, 0.0), (0.0, 1.0), (0.0, 0.0)):
+        return {(1.0, 0.0): tag_of("student_speech", cfg, seed), (0.0, 1.0): tag_of("student_music", cfg, seed),
+                (0.0, 0.0): "theta0"}[(lam_speech, lam_music)]
     method = "" if cfg.method == "ta" else cfg.method + "_"
     return tag_of(f"{method}ta_{lam_speech:.1f}_{lam_music:.1f}", cfg, seed)
 
@@ -285,7 +285,7 @@ def sweep_jobs(cfg: Config) -> list:
                             partial(probe_merge, cfg, lam_speech, lam_music, seed, splits),
                             partial(probed, cfg, tag, "last", splits),
                             tuple(f"distil {n} seed {seed}" for n in ("student_speech", "student_music"))))
-    line = [j.name for j in jobs]  # the line, and the students at its ends
+    line = [j.name for j in jobs]  # every probe above: the line's points and the students at its ends among them
     if cfg.sweep == "line":
         for seed in seeds:
             jobs.append(Job(f"probe the valid pick, seed {seed}", 20.0, partial(probe_pick, cfg, seed),
