@@ -596,8 +596,9 @@ def reproduce(cfg: Config) -> None:
     if cfg.cache_crops:  # each bank once, before the runs that share it
         for name in ("student_speech", "student_music", "ensemble"):
             run = distil_config(cfg, name, 0)
+            needs = ("bank speech", "bank music") if run.domain == "both" else ("theta0",)  # it copies their halves
             jobs.append(Job(f"bank {run.domain}", cfg.cache_crops * 0.015, partial(td.build_target_bank, run),
-                            partial(bank_ready, run), ("theta0",)))
+                            partial(bank_ready, run), needs))
     for seed in seeds:
         for name, path in student_paths(cfg, seed).items():
             run = distil_config(cfg, name, seed)

@@ -63,7 +63,7 @@ class Config:
     songs_per_style: int = 50  # Genre clips per style
     env_variants: int = 5  # variants per sound class: 3 train / 1 valid / 1 test (ESC)
     env_reps: int = 6  # renderings of each variant (ESC)
-    test_scale: int = 4  # test items = this x the split's share (test-only extras; train and valid do not change)
+    test_scale: int = 2  # test items = this x the split's share (test-only extras; train and valid do not change)
     # machine
     workers: int = 2  # processes used for generation
 

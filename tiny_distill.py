@@ -947,19 +947,28 @@ def device_and_amp(cfg: Config):
 class TargetBank:
     """A fixed bank of crops, drawn once with seed 0 (the same for every later run and seed), and per teacher its
     target layers for every crop, float16 on disk (data/cache/), memory-mapped. A run on a bank draws its batches
-    from the bank in its own seed's order and runs no teacher at all. DEVIATION: fixed crops, not fresh ones."""
+    from the bank in its own seed's order and runs no teacher at all. The mix bank (the ensemble's) is the first
+    half of the speech bank's crops and of the music bank's: each teacher's targets for its own pool's half are
+    copied from that pool's bank, so a teacher runs only on the other pool's crops. DEVIATION: fixed crops."""
 
     def __init__(self, cfg: Config, data: str, pools: dict, n: int):
         crop_n = int(cfg.crop_s * tasks.SR)
         corpus = {k: [p.paths[0], p.paths[-1], len(p), sum(p.lengths)] for k, p in sorted(pools.items())}
-        key = hashlib.sha256(json.dumps([data, crop_n, n, cfg.batch, corpus]).encode()).hexdigest()[:10]
+        key = hashlib.sha256(json.dumps([data, crop_n, n, cfg.batch, corpus, "halves"]).encode()).hexdigest()[:10]
         self.dir = os.path.join(cfg.data_dir, "cache", f"{data}_{crop_n}_{n}_{key}")
-        self.pools, self.crop_n, self.targets = pools, crop_n, {}
+        self.pools, self.crop_n, self.targets, self.halves = pools, crop_n, {}, {}
         os.makedirs(self.dir, exist_ok=True)
         path = os.path.join(self.dir, "crops.npy")
+        if data == "mix":  # kind -> (its rows here, its pool's bank)
+            sizes = dict(zip(KINDS, (n // 2, n - n // 2)))
+            banks = {k: TargetBank(cfg, k, {k: pools[k]}, n) for k in KINDS}
+            self.halves = {k: (np.arange(n // 2 * i, n // 2 * i + sizes[k]), banks[k]) for i, k in enumerate(KINDS)}
         if not os.path.exists(path):
-            g = torch.Generator().manual_seed(0)
-            rows = [draw_crops(pools, data, cfg.batch, crop_n, g) for _ in range(math.ceil(n / cfg.batch))]
+            if data == "mix":
+                rows = [bank.rows[:sizes[k]] for k, (_, bank) in self.halves.items()]
+            else:
+                g = torch.Generator().manual_seed(0)
+                rows = [draw_crops(pools, data, cfg.batch, crop_n, g) for _ in range(math.ceil(n / cfg.batch))]
             np.save(path + ".tmp.npy", np.concatenate(rows)[:n])
             os.replace(path + ".tmp.npy", path)
         self.rows = np.load(path)  # (n, 3): kind, file, start
@@ -970,19 +979,25 @@ class TargetBank:
         if not os.path.exists(path):
             shape = (len(self.rows), len(layers), tasks.n_frames(self.crop_n), teacher.cfg.dim)
             out = np.lib.format.open_memmap(path + ".tmp.npy", "w+", np.float16, shape)
+            todo = np.arange(len(self.rows))
+            if domain in self.halves:  # the mix bank: this teacher's own-pool half is in that pool's bank
+                own, bank = self.halves[domain]
+                bank.add_teacher(domain, teacher, layers, device, batch)
+                out[own] = bank.targets[domain][:len(own)]
+                todo = np.setdiff1d(todo, own)
             t0 = time.time()
-            for i in range(0, len(self.rows), batch):
-                wav = read_crops(self.pools, self.rows[i:i + batch], self.crop_n).to(device)
+            for i in range(0, len(todo), batch):
+                wav = read_crops(self.pools, self.rows[todo[i:i + batch]], self.crop_n).to(device)
                 targets = teacher_targets({domain: teacher}, {domain: layers}, wav)[domain]
-                out[i:i + batch] = targets.half().cpu().numpy()
+                out[todo[i:i + batch]] = targets.half().cpu().numpy()
                 if time.time() - t0 > 30 and (i // batch) % 50 == 0:
-                    print(f"  caching {domain} targets: {i + batch}/{len(self.rows)} crops, {time.time() - t0:.0f} s",
+                    print(f"  caching {domain} targets: {i + batch}/{len(todo)} crops, {time.time() - t0:.0f} s",
                           flush=True)
             out.flush()
             del out
             os.replace(path + ".tmp.npy", path)  # only a complete cache gets the final name
-            print(f"cached {domain} teacher targets of {len(self.rows)} crops in {path} ({time.time() - t0:.0f} s)",
-                  flush=True)
+            print(f"cached {domain} teacher targets of {len(self.rows)} crops in {path} ({len(todo)} computed, "
+                  f"{time.time() - t0:.0f} s)", flush=True)
         self.targets[domain] = np.load(path, mmap_mode="r")
 
     def batch(self, idx: np.ndarray):

@@ -198,6 +198,26 @@ def test_cached_targets_match_the_online_run_within_float16(tiny_setup, tmp_path
     assert len(a) == 3 and np.allclose(a, b, rtol=2e-3), (a, b)
 
 
+def test_mix_bank_is_half_of_each_pool_bank_and_copies_their_targets(tiny_setup):
+    """The ensemble's bank: the first halves of the speech and music banks' crops. Each teacher's targets for its own
+    pool's half are that pool bank's, the other half is computed; all equal the teacher's own within float16."""
+    cfg = td.Config(**{**vars(tiny_setup[0]), "domain": "both", "cache_targets": True, "cache_crops": 6})
+    td.build_target_bank(cfg)
+    pools = {k: td.load_pool(cfg, k) for k in td.KINDS}
+    mix = td.TargetBank(cfg, "mix", pools, 6)
+    pool_banks = {k: td.TargetBank(cfg, k, {k: pools[k]}, 6) for k in td.KINDS}
+    assert np.array_equal(mix.rows, np.concatenate([pool_banks["speech"].rows[:3], pool_banks["music"].rows[:3]]))
+    wav = td.read_crops(pools, mix.rows, mix.crop_n)
+    for d, half in (("speech", slice(0, 3)), ("music", slice(3, 6))):
+        teacher = td.load_encoder(cfg.teacher_speech if d == "speech" else cfg.teacher_music)
+        layers = td.target_layers(teacher.cfg.layers)
+        mix.add_teacher(d, teacher, layers, "cpu", 2)  # made by build_target_bank: read, not computed
+        pool_banks[d].add_teacher(d, teacher, layers, "cpu", 2)
+        assert np.array_equal(mix.targets[d][half], pool_banks[d].targets[d][:3])
+        online = td.teacher_targets({d: teacher}, {d: layers}, wav)[d]
+        assert torch.allclose(torch.from_numpy(np.array(mix.targets[d])).float(), online, atol=1e-2, rtol=1e-2)
+
+
 def test_two_ranks_with_half_the_batch_each_make_the_same_update(tiny_setup, tmp_path):
     """torchrun, gloo, 2 CPU processes with batch 2 each == 1 process with batch 4 (one update: lr is 0 at step 2)."""
     cfg, _ = tiny_setup
