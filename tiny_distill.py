@@ -73,6 +73,7 @@ class Config:
     front_end_steps_music: int = 800  # music teacher's stage 0 steps (0: random, frozen)
     speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)
     recon_weight: float = 1.0  # music teacher: weight of the masked CQT-like spectrum regression (MERT's CQT loss)
+    chroma_units_weight: float = 0.0  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
     teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in pilots)
     # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
@@ -260,6 +261,7 @@ class TeacherRecipe:
     unit_features: Callable  # wav (B, n) -> (B, T, d) features whose k-means clusters are the targets
     recon_bins: int  # > 0: also regress the CQT-like spectrum of masked frames (MERT's musical teacher)
     front_end_steps: int  # stage 0's steps
+    chroma_units_weight: float  # > 0: a second codebook, 50 k-means units of chroma, predicted by a second head
 
 
 def mel_and_periodicity_target(wav):
@@ -274,21 +276,26 @@ def mel_and_semitone_target(wav):
     return torch.cat([tasks.mel_power(wav), tasks.semitone_spectrum(wav).exp()], -1) ** (1 / 3)
 
 
+def log_chroma(wav):
+    """Each frame's pitch-class profile, normalised and log-compressed. (B, T, 12)."""
+    chroma = tasks.chroma(wav)
+    return torch.log(chroma / chroma.sum(-1, keepdim=True) + 1e-3)
+
+
 def mfcc_and_chroma(wav):
     """DEVIATION: MERT-v0 clusters log-mel + chroma; here log-mel units left timbre to the front end alone (README,
     Teachers). (B, T, 39 + 12)."""
-    chroma = tasks.chroma(wav)
-    return torch.cat([tasks.mfcc(wav), torch.log(chroma / chroma.sum(-1, keepdim=True) + 1e-3)], -1)
+    return torch.cat([tasks.mfcc(wav), log_chroma(wav)], -1)
 
 
 def teacher_recipe(cfg: Config, domain: str) -> TeacherRecipe:
     if domain == "speech":  # HuBERT: units of MFCCs (iteration 1)
         return TeacherRecipe(1000, cfg.conv_channels, cfg.teacher_steps, cfg.teacher_lr_speech, cfg.speech_iterations,
                              "mel + periodicity", mel_and_periodicity_target, "MFCC", tasks.mfcc, 0,
-                             cfg.front_end_steps_speech)
+                             cfg.front_end_steps_speech, cfg.chroma_units_weight)
     return TeacherRecipe(1001, cfg.music_conv_channels or cfg.conv_channels, cfg.music_teacher_steps,  # MERT
                          cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_target, "MFCC + chroma",
-                         mfcc_and_chroma, 216, cfg.front_end_steps_music)
+                         mfcc_and_chroma, 216, cfg.front_end_steps_music, 0.0)
 
 
 def teacher_config(cfg: Config, recipe: TeacherRecipe) -> EncoderConfig:
@@ -358,9 +365,17 @@ def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span
     return F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, 1)[:, 0] > 0
 
 
+def masked_ce(logits: torch.Tensor, units: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of unit predictions (B, T, K) against units (B, T): the masked frames' mean, plus the unmasked
+    frames' at weight 0.1. m (B, T) is 1.0 on masked frames."""
+    ce = F.cross_entropy(logits.transpose(1, 2), units, reduction="none")  # (B, T)
+    return (ce * m).sum() / m.sum() + 0.1 * (ce * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+
+
 def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     """Build the tiny `domain` teacher and write it to `path`: stage 0, then HuBERT-style masked prediction of
-    k-means units (speech: HuBERT's iterations; music: one, plus MERT's masked CQT regression).
+    k-means units (speech: HuBERT's iterations, optionally a second head on chroma units; music: one, plus MERT's
+    masked CQT regression).
     DEVIATIONS (reduced scale): the front end is frozen after stage 0; iteration 2 continues from iteration 1's
     weights instead of starting afresh; a linear unit classifier instead of HuBERT's cosine head; unmasked
     frames' cross-entropy at weight 0.1 next to the masked frames' (it helped the pilots most)."""
@@ -383,21 +398,30 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             return recipe.unit_features(wav) if it == 0 else enc(wav.to(device))[enc_cfg.layers // 2].float().cpu()
         units_of = recipe.units if it == 0 else f"layer {enc_cfg.layers // 2}"
         print(f"teacher {domain} iteration {it + 1}: k-means ({n_units} units) on {units_of} features of the {domain} "
-              "pool", flush=True)
+              f"pool{' and 50 of chroma' if recipe.chroma_units_weight else ''}", flush=True)
         with torch.no_grad():  # 2) units
             feats = torch.cat([featurize(read_crops(pools, draw_crops(pools, domain, 16, crop_n, g), crop_n))
                                .flatten(0, 1) for _ in range(16)])
         mean, std = feats.mean(0), feats.std(0) + 1e-5
         centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
+        chroma_head = None
+        if recipe.chroma_units_weight:  # a second codebook, as MERT predicts several: pitch class for the layers to keep
+            feats2 = torch.cat([log_chroma(read_crops(pools, draw_crops(pools, domain, 16, crop_n, g), crop_n))
+                                .flatten(0, 1) for _ in range(16)])
+            mean2, std2 = feats2.mean(0), feats2.std(0) + 1e-5
+            centroids2 = kmeans((feats2 - mean2) / std2, 50, iters=20, g=g)
+            chroma_head = nn.Linear(enc_cfg.dim, 50).to(device)
         unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
         if recipe.recon_bins and recon_head is None:
             recon_head = nn.Linear(enc_cfg.dim, recipe.recon_bins).to(device)
-        params = [p for m in (enc, unit_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
+        params = [p for m in (enc, unit_head, chroma_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=recipe.peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
         for step in range(1, steps + 1):  # 3) masked prediction
             wav = read_crops(pools, draw_crops(pools, domain, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
             with torch.no_grad():
                 units = torch.cdist((featurize(wav) - mean) / std, centroids[None]).argmin(-1)  # (B, T)
+                if chroma_head is not None:
+                    units2 = torch.cdist((log_chroma(wav) - mean2) / std2, centroids2[None]).argmin(-1)  # (B, T)
                 target_spec = tasks.semitone_spectrum(wav) if recon_head is not None else None
             mask = span_mask(*units.shape, g)
             for group in opt.param_groups:
@@ -405,9 +429,10 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
                 top = enc(wav.to(device), mask.to(device))[-1]  # (B, T, D)
                 logits = unit_head(top).float()
-            ce = F.cross_entropy(logits.transpose(1, 2), units.to(device), reduction="none")  # (B, T)
             m = mask.to(device).float()
-            loss = (ce * m).sum() / m.sum() + 0.1 * (ce * (1 - m)).sum() / (1 - m).sum().clamp(min=1)
+            loss = masked_ce(logits, units.to(device), m)
+            if chroma_head is not None:
+                loss = loss + recipe.chroma_units_weight * masked_ce(chroma_head(top).float(), units2.to(device), m)
             if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
                 spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
                 recon = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)

@@ -42,6 +42,18 @@ def test_music_unit_features_are_mfccs_next_to_the_right_pitch_class(midi):
     assert chroma.argmax().item() == (midi - 28) % 12, chroma
 
 
+def test_chroma_units_head_changes_the_speech_teacher_and_is_off_by_default(tiny_setup, tmp_path):
+    """--chroma_units_weight 0 (the default) rebuilds the session's tiny speech teacher to the bit; a weight > 0 adds
+    the second head on chroma units and so trains other weights."""
+    cfg, _ = tiny_setup
+    prints = {}
+    for w in (0.0, 2.0):
+        path = str(tmp_path / f"speech_{w}.pt")
+        td.pretrain_teacher(td.Config(**{**vars(cfg), "chroma_units_weight": w}), "speech", path)
+        prints[w] = td.load_checkpoint(path, "")["fingerprint"]
+    assert prints[0.0] == td.load_checkpoint(cfg.teacher_speech, "")["fingerprint"] != prints[2.0], prints
+
+
 @pytest.mark.parametrize("domain", ["speech", "music"])
 def test_front_end_fit_learns_the_spectrum(tiny_setup, domain):
     """Teacher stage 0: the conv front end's read-out explains more of the domain's spectrum (mel for speech,
