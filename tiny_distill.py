@@ -405,7 +405,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
         mean, std = feats.mean(0), feats.std(0) + 1e-5
         centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
         chroma_head = None
-        if recipe.chroma_units_weight:  # a second codebook, as MERT predicts several: pitch class for the layers to keep
+        if recipe.chroma_units_weight:  # a second codebook (MERT predicts several): pitch class the layers must keep
             feats2 = torch.cat([log_chroma(read_crops(pools, draw_crops(pools, domain, 16, crop_n, g), crop_n))
                                 .flatten(0, 1) for _ in range(16)])
             mean2, std2 = feats2.mean(0), feats2.std(0) + 1e-5
@@ -414,7 +414,8 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
         unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
         if recipe.recon_bins and recon_head is None:
             recon_head = nn.Linear(enc_cfg.dim, recipe.recon_bins).to(device)
-        params = [p for m in (enc, unit_head, chroma_head, recon_head) if m is not None for p in m.parameters() if p.requires_grad]
+        heads = (unit_head, chroma_head, recon_head)
+        params = [p for m in (enc, *heads) if m is not None for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=recipe.peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
         for step in range(1, steps + 1):  # 3) masked prediction
             wav = read_crops(pools, draw_crops(pools, domain, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
@@ -1316,7 +1317,7 @@ def check_config(cfg: Config) -> None:
     tasks.check_config(cfg, ranges=dict(
         steps=(1, None), batch=(1, None), crop_s=(tasks.WIN / tasks.SR, None), lr=(0, None), warmup_frac=(0, 1),
         conv_grad_mult=(0, None), teacher_steps=(1, None), music_teacher_steps=(1, None),
-        front_end_steps_speech=(0, None), front_end_steps_music=(0, None),
+        front_end_steps_speech=(0, None), front_end_steps_music=(0, None), chroma_units_weight=(0, None),
         speech_iterations=(1, 3), teacher_layers=(1, None), dim=(1, None), conv_channels=(1, None),
         music_conv_channels=(0, None), threads=(0, None), log_every=(1, None), ckpt_every=(1, None),
         cache_crops=(0, None)), choices=dict(domain=("speech", "music", "both"), data=("", "speech", "music", "mix"),
