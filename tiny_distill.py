@@ -365,6 +365,20 @@ def span_mask(B: int, T: int, g: torch.Generator, start_prob: float = 0.08, span
     return F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, 1)[:, 0] > 0
 
 
+def unit_codebook(features: Callable, pools: dict, domain: str, crop_n: int, k: int, g: torch.Generator) -> tuple:
+    """k-means units of features (wav -> (B, T, d)) over 16 x 16 crops of the pool -> (mean, std, centroids (k, d))."""
+    with torch.no_grad():
+        feats = torch.cat([features(read_crops(pools, draw_crops(pools, domain, 16, crop_n, g), crop_n))
+                           .flatten(0, 1) for _ in range(16)])
+    mean, std = feats.mean(0), feats.std(0) + 1e-5
+    return mean, std, kmeans((feats - mean) / std, k, iters=20, g=g)
+
+
+def nearest_unit(feats: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """(B, T, d) features -> (B, T) index of the nearest centroid, in the codebook's standardised space."""
+    return torch.cdist((feats - mean) / std, centroids[None]).argmin(-1)
+
+
 def masked_ce(logits: torch.Tensor, units: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of unit predictions (B, T, K) against units (B, T): the masked frames' mean, plus the unmasked
     frames' at weight 0.1. m (B, T) is 1.0 on masked frames."""
@@ -399,17 +413,10 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
         units_of = recipe.units if it == 0 else f"layer {enc_cfg.layers // 2}"
         print(f"teacher {domain} iteration {it + 1}: k-means ({n_units} units) on {units_of} features of the {domain} "
               f"pool{' and 50 of chroma' if recipe.chroma_units_weight else ''}", flush=True)
-        with torch.no_grad():  # 2) units
-            feats = torch.cat([featurize(read_crops(pools, draw_crops(pools, domain, 16, crop_n, g), crop_n))
-                               .flatten(0, 1) for _ in range(16)])
-        mean, std = feats.mean(0), feats.std(0) + 1e-5
-        centroids = kmeans((feats - mean) / std, n_units, iters=20, g=g)
-        chroma_head = None
+        codebook = unit_codebook(featurize, pools, domain, crop_n, n_units, g)  # 2) units
+        chroma_codebook, chroma_head = None, None
         if recipe.chroma_units_weight:  # a second codebook (MERT predicts several): pitch class the layers must keep
-            feats2 = torch.cat([log_chroma(read_crops(pools, draw_crops(pools, domain, 16, crop_n, g), crop_n))
-                                .flatten(0, 1) for _ in range(16)])
-            mean2, std2 = feats2.mean(0), feats2.std(0) + 1e-5
-            centroids2 = kmeans((feats2 - mean2) / std2, 50, iters=20, g=g)
+            chroma_codebook = unit_codebook(log_chroma, pools, domain, crop_n, 50, g)
             chroma_head = nn.Linear(enc_cfg.dim, 50).to(device)
         unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
         if recipe.recon_bins and recon_head is None:
@@ -420,9 +427,9 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
         for step in range(1, steps + 1):  # 3) masked prediction
             wav = read_crops(pools, draw_crops(pools, domain, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
             with torch.no_grad():
-                units = torch.cdist((featurize(wav) - mean) / std, centroids[None]).argmin(-1)  # (B, T)
+                units = nearest_unit(featurize(wav), *codebook)  # (B, T)
                 if chroma_head is not None:
-                    units2 = torch.cdist((log_chroma(wav) - mean2) / std2, centroids2[None]).argmin(-1)  # (B, T)
+                    chroma_units = nearest_unit(log_chroma(wav), *chroma_codebook)
                 target_spec = tasks.semitone_spectrum(wav) if recon_head is not None else None
             mask = span_mask(*units.shape, g)
             for group in opt.param_groups:
@@ -433,7 +440,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             m = mask.to(device).float()
             loss = masked_ce(logits, units.to(device), m)
             if chroma_head is not None:
-                loss = loss + recipe.chroma_units_weight * masked_ce(chroma_head(top).float(), units2.to(device), m)
+                loss = loss + recipe.chroma_units_weight * masked_ce(chroma_head(top).float(), chroma_units.to(device), m)
             if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
                 spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
                 recon = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)
