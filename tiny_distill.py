@@ -440,7 +440,8 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             m = mask.to(device).float()
             loss = masked_ce(logits, units.to(device), m)
             if chroma_head is not None:
-                loss = loss + recipe.chroma_units_weight * masked_ce(chroma_head(top).float(), chroma_units.to(device), m)
+                chroma_ce = masked_ce(chroma_head(top).float(), chroma_units.to(device), m)
+                loss = loss + recipe.chroma_units_weight * chroma_ce
             if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
                 spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
                 recon = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)
