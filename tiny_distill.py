@@ -1,8 +1,8 @@
 """Teachers, theta0 and DistilHuBERT-style distillation of a 2-layer student: the first half of the paper's method.
 
   1. teachers: a speech teacher (HuBERT-like: masked prediction of k-means units of MFCCs) and a music teacher
-     (MERT-like: units of MFCCs + chroma, plus reconstruction of a CQT-like spectrum), tiny, pretrained here on
-     the synthetic pools when data/teachers/{speech,music}.pt are missing;
+     (MERT-like: a wider front end fitted to a CQT-like spectrum, the same units, music audio), tiny, pretrained
+     here on the synthetic pools when data/teachers/{speech,music}.pt are missing;
   2. theta0: the student (2 layers) copied from the SPEECH teacher's conv front end and lower layers, written once
      to out/theta0.pt with a fingerprint; both students start from it, which is what makes their task vectors add;
   3. distillation from one teacher (--domain speech|music: a student, hence a task vector) or both at once
@@ -71,8 +71,10 @@ class Config:
     music_teacher_steps: int = 2000  # music teacher's masked-prediction steps (its wider front end costs 2x a step)
     front_end_steps_speech: int = 2400  # speech teacher's stage 0: steps fitting its front end (0: random, frozen)
     front_end_steps_music: int = 800  # music teacher's stage 0 steps (0: random, frozen)
+    front_end_data_music: str = "music"  # music teacher's stage-0 audio: music | mix (half speech, half music)
+    music_units: str = "mfcc"  # what the music teacher's k-means units cluster: mfcc | mfcc_chroma (MERT-v0-like)
     speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)
-    recon_weight: float = 1.0  # music teacher: weight of the masked CQT-like spectrum regression (MERT's CQT loss)
+    recon_weight: float = 0.0  # music teacher: weight of MERT's masked CQT-like spectrum regression (0: off)
     chroma_units_weight: float = 0.0  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
     teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in pilots)
@@ -249,7 +251,7 @@ def count_parameters(module: nn.Module) -> int:
 
 @dataclass
 class TeacherRecipe:
-    """What makes the speech teacher HuBERT-like and the music teacher MERT-like; everything else is shared."""
+    """What tells the speech teacher (HuBERT-like) from the music teacher (MERT-like); everything else is shared."""
     seed: int  # its init and data draws
     conv_channels: int  # C of its conv front end (the music teacher's never enters theta0)
     steps: int  # masked-prediction steps, split evenly over the iterations
@@ -261,6 +263,7 @@ class TeacherRecipe:
     unit_features: Callable  # wav (B, n) -> (B, T, d) features whose k-means clusters are the targets
     recon_bins: int  # > 0: also regress the CQT-like spectrum of masked frames (MERT's musical teacher)
     front_end_steps: int  # stage 0's steps
+    front_end_data: str  # the pool stage 0 reads: the domain's own, or mix
     chroma_units_weight: float  # > 0: a second codebook, 50 k-means units of chroma, predicted by a second head
 
 
@@ -283,8 +286,8 @@ def log_chroma(wav):
 
 
 def mfcc_and_chroma(wav):
-    """DEVIATION: MERT-v0 clusters log-mel + chroma; here log-mel units left timbre to the front end alone (README,
-    Teachers). (B, T, 39 + 12)."""
+    """MERT-v0's units cluster log-mel + chroma; MFCCs stand in for log-mel here (--music_units mfcc_chroma).
+    (B, T, 39 + 12)."""
     return torch.cat([tasks.mfcc(wav), log_chroma(wav)], -1)
 
 
@@ -292,10 +295,14 @@ def teacher_recipe(cfg: Config, domain: str) -> TeacherRecipe:
     if domain == "speech":  # HuBERT: units of MFCCs (iteration 1)
         return TeacherRecipe(1000, cfg.conv_channels, cfg.teacher_steps, cfg.teacher_lr_speech, cfg.speech_iterations,
                              "mel + periodicity", mel_and_periodicity_target, "MFCC", tasks.mfcc, 0,
-                             cfg.front_end_steps_speech, cfg.chroma_units_weight)
+                             cfg.front_end_steps_speech, "speech", cfg.chroma_units_weight)
+    # DEVIATION: MERT-v0 clusters log-mel + chroma and regresses the CQT of masked frames; ours hears pitch through
+    # its front end (stage 0 fits a semitone spectrum) and predicts MFCC units: the pitch targets wore the layers'
+    # timbre away (README, Teachers). --music_units mfcc_chroma --recon_weight 1 restore MERT's targets.
+    units = ("MFCC", tasks.mfcc) if cfg.music_units == "mfcc" else ("MFCC + chroma", mfcc_and_chroma)
     return TeacherRecipe(1001, cfg.music_conv_channels or cfg.conv_channels, cfg.music_teacher_steps,  # MERT
-                         cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_target, "MFCC + chroma",
-                         mfcc_and_chroma, 216, cfg.front_end_steps_music, 0.0)
+                         cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_target, *units, 216,
+                         cfg.front_end_steps_music, cfg.front_end_data_music, 0.0)
 
 
 def teacher_config(cfg: Config, recipe: TeacherRecipe) -> EncoderConfig:
@@ -313,11 +320,12 @@ def fit_front_end(enc: Encoder, pools: dict, domain: str, recipe: TeacherRecipe,
     Returns the explained variance of the last batch.
     DEVIATION: HuBERT trains its front end end to end; at our scale one trained on units collapsed, and a frozen
     random one keeps little of what log-mel keeps. A regression target cannot be met by discarding the spectrum."""
-    print(f"teacher {domain} stage 0: fitting the conv front end to {recipe.spectrum} spectra ({steps} steps)",
-          flush=True)
+    data = recipe.front_end_data
+    print(f"teacher {domain} stage 0: fitting the conv front end to {recipe.spectrum} spectra of {data} audio "
+          f"({steps} steps)", flush=True)
     crop_n, spectrum = int(cfg.crop_s * tasks.SR), recipe.front_end_target
     with torch.no_grad():
-        ref = spectrum(read_crops(pools, draw_crops(pools, domain, 32, crop_n, g), crop_n)).flatten(0, 1)
+        ref = spectrum(read_crops(pools, draw_crops(pools, data, 32, crop_n, g), crop_n)).flatten(0, 1)
         mean, std = ref.mean(0), ref.std(0) + 1e-5
     readout = nn.Linear(enc.cfg.conv_channels, len(mean)).to(device)
     params = list(enc.conv.parameters()) + list(readout.parameters())
@@ -325,7 +333,7 @@ def fit_front_end(enc: Encoder, pools: dict, domain: str, recipe: TeacherRecipe,
     opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
     t0 = time.time()
     for step in range(1, steps + 1):
-        wav = read_crops(pools, draw_crops(pools, domain, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
+        wav = read_crops(pools, draw_crops(pools, data, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
         with torch.no_grad():
             target = ((spectrum(wav) - mean) / std).to(device)  # (B, T, bins)
         for group in opt.param_groups:
@@ -337,7 +345,7 @@ def fit_front_end(enc: Encoder, pools: dict, domain: str, recipe: TeacherRecipe,
         opt.step()
         if step % cfg.log_every == 0 or step == steps:
             el = time.time() - t0
-            print(f"front end step {step}/{steps} {domain} spectrum explained variance {1 - err.item():.3f} "
+            print(f"front end step {step}/{steps} {data} spectrum explained variance {1 - err.item():.3f} "
                   f"{el / step * 1000:.0f} ms/step ETA {el / step * (steps - step) / 60:.1f} min", flush=True)
     return 1 - err.item()
 
@@ -388,15 +396,16 @@ def masked_ce(logits: torch.Tensor, units: torch.Tensor, m: torch.Tensor) -> tor
 
 def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
     """Build the tiny `domain` teacher and write it to `path`: stage 0, then HuBERT-style masked prediction of
-    k-means units (speech: HuBERT's iterations, optionally a second head on chroma units; music: one, plus MERT's
-    masked CQT regression).
+    k-means units (speech: HuBERT's iterations, optionally a second head on chroma units; music: one, optionally
+    with MERT's masked CQT regression).
     DEVIATIONS (reduced scale): the front end is frozen after stage 0; iteration 2 continues from iteration 1's
     weights instead of starting afresh; a linear unit classifier instead of HuBERT's cosine head; unmasked
     frames' cross-entropy at weight 0.1 next to the masked frames' (it helped the pilots most)."""
     recipe, (device, amp) = teacher_recipe(cfg, domain), device_and_amp(cfg)
     g = torch.Generator().manual_seed(recipe.seed)
     torch.manual_seed(recipe.seed)
-    pools, crop_n, n_units = {domain: load_pool(cfg, domain)}, int(cfg.crop_s * tasks.SR), 100
+    kinds = ("speech", "music") if recipe.front_end_data == "mix" else (domain,)
+    pools, crop_n, n_units = {k: load_pool(cfg, k) for k in kinds}, int(cfg.crop_s * tasks.SR), 100
     enc_cfg = teacher_config(cfg, recipe)
     enc = Encoder(enc_cfg).to(device)
     t_start = time.time()  # the whole build, stage 0 included, goes into the checkpoint's "seconds"
@@ -419,7 +428,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             chroma_codebook = unit_codebook(log_chroma, pools, domain, crop_n, 50, g)
             chroma_head = nn.Linear(enc_cfg.dim, 50).to(device)
         unit_head = nn.Linear(enc_cfg.dim, n_units).to(device)
-        if recipe.recon_bins and recon_head is None:
+        if recipe.recon_bins and recon_head is None:  # built at weight 0 too, so every weight draws the same init
             recon_head = nn.Linear(enc_cfg.dim, recipe.recon_bins).to(device)
         heads = (unit_head, chroma_head, recon_head)
         params = [p for m in (enc, *heads) if m is not None for p in m.parameters() if p.requires_grad]
@@ -1330,6 +1339,7 @@ def check_config(cfg: Config) -> None:
         music_conv_channels=(0, None), threads=(0, None), log_every=(1, None), ckpt_every=(1, None),
         cache_crops=(0, None)), choices=dict(domain=("speech", "music", "both"), data=("", "speech", "music", "mix"),
                                              bf16=("auto", "on", "off"), pretrain=("", "speech", "music"),
+                                             front_end_data_music=("music", "mix"), music_units=("mfcc", "mfcc_chroma"),
                                              preset=("", *PRESETS)))
 
 

@@ -30,13 +30,15 @@ def test_student_starts_from_the_speech_teachers_lower_layers(tiny_setup):
 
 @pytest.mark.parametrize("midi", [40, 57, 69, 83])
 def test_music_unit_features_are_mfccs_next_to_the_right_pitch_class(midi):
-    """The music teacher's units cluster MFCCs (timbre) next to chroma (pitch class): for a harmonic tone the
-    chroma bin of its note is the largest. Chroma bin j holds MIDI notes 28 + j + 12 k."""
+    """--music_units mfcc_chroma clusters MFCCs (timbre) next to chroma (pitch class): for a harmonic tone the
+    chroma bin of its note is the largest. Chroma bin j holds MIDI notes 28 + j + 12 k. The default: MFCCs alone."""
     t = torch.arange(16000) / tasks.SR
     f0 = 440 * 2 ** ((midi - 69) / 12)
     wav = sum(torch.sin(2 * math.pi * h * f0 * t) / h for h in range(1, 4))[None]  # (1, 16000), 3 harmonics
-    feats = td.teacher_recipe(td.Config(), "music").unit_features(wav)  # (1, T, 39 + 12)
-    assert feats.shape[-1] == 51 and td.teacher_recipe(td.Config(), "speech").unit_features(wav).shape[-1] == 39
+    feats = td.teacher_recipe(td.Config(music_units="mfcc_chroma"), "music").unit_features(wav)  # (1, T, 39 + 12)
+    assert feats.shape[-1] == 51
+    for domain in ("speech", "music"):
+        assert torch.equal(td.teacher_recipe(td.Config(), domain).unit_features(wav), tasks.mfcc(wav))
     assert torch.equal(feats[..., :39], tasks.mfcc(wav))
     chroma = feats[0, 5:-5, 39:].mean(0)  # (12,), away from the edges
     assert chroma.argmax().item() == (midi - 28) % 12, chroma
@@ -52,6 +54,20 @@ def test_chroma_units_head_changes_the_speech_teacher_and_is_off_by_default(tiny
         td.pretrain_teacher(td.Config(**{**vars(cfg), "chroma_units_weight": w}), "speech", path)
         prints[w] = td.load_checkpoint(path, "")["fingerprint"]
     assert prints[0.0] == td.load_checkpoint(cfg.teacher_speech, "")["fingerprint"] != prints[2.0], prints
+
+
+def test_music_teacher_options_change_it_and_the_defaults_rebuild_it(tiny_setup, tmp_path):
+    """The default music recipe rebuilds the session's tiny music teacher to the bit; chroma units, the CQT
+    regression and a stage 0 on mixed audio each train other weights."""
+    cfg, _ = tiny_setup
+    prints = {}
+    for name, change in [("default", {}), ("units", {"music_units": "mfcc_chroma"}), ("cqt", {"recon_weight": 1.0}),
+                         ("mix", {"front_end_data_music": "mix"})]:
+        path = str(tmp_path / f"music_{name}.pt")
+        td.pretrain_teacher(td.Config(**{**vars(cfg), **change}), "music", path)
+        prints[name] = td.load_checkpoint(path, "")["fingerprint"]
+    assert prints.pop("default") == td.load_checkpoint(cfg.teacher_music, "")["fingerprint"], prints
+    assert len(set(prints.values())) == 3, prints
 
 
 @pytest.mark.parametrize("domain", ["speech", "music"])
