@@ -68,7 +68,7 @@ class Config:
     # teachers, pretrained when a default teacher file is missing or with --pretrain
     pretrain: str = ""  # speech | music: (re)train that teacher into --teacher_<domain> and stop
     teacher_steps: int = 2000  # speech teacher's masked-prediction steps, split evenly over its iterations
-    music_teacher_steps: int = 2000  # music teacher's masked-prediction steps (its wider front end costs 2x a step)
+    music_teacher_steps: int = 2600  # music teacher's masked-prediction steps (its wider front end costs more a step)
     front_end_steps_speech: int = 2400  # speech teacher's stage 0: steps fitting its front end (0: random, frozen)
     front_end_steps_music: int = 800  # music teacher's stage 0 steps (0: random, frozen)
     front_end_data_music: str = "music"  # music teacher's stage-0 audio: music | mix (half speech, half music)
@@ -77,7 +77,7 @@ class Config:
     recon_weight: float = 0.0  # music teacher: weight of MERT's masked CQT-like spectrum regression (0: off)
     chroma_units_weight: float = 0.0  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
-    teacher_lr_music: float = 3e-4  # music teacher's peak learning rate (lower kept pitch better in pilots)
+    teacher_lr_music: float = 5e-4  # music teacher's peak learning rate
     # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
     teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 for the paper's first target)
     dim: int = 192  # teacher and student width D
@@ -431,6 +431,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
         if recipe.recon_bins and recon_head is None:  # built at weight 0 too, so every weight draws the same init
             recon_head = nn.Linear(enc_cfg.dim, recipe.recon_bins).to(device)
         heads = (unit_head, chroma_head, recon_head)
+        recon = recon_head is not None and cfg.recon_weight > 0  # at weight 0 the CQT target is not even computed
         params = [p for m in (enc, *heads) if m is not None for p in m.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=recipe.peak_lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
         for step in range(1, steps + 1):  # 3) masked prediction
@@ -439,7 +440,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
                 units = nearest_unit(featurize(wav), *codebook)  # (B, T)
                 if chroma_head is not None:
                     chroma_units = nearest_unit(log_chroma(wav), *chroma_codebook)
-                target_spec = tasks.semitone_spectrum(wav) if recon_head is not None else None
+                target_spec = tasks.semitone_spectrum(wav) if recon else None
             mask = span_mask(*units.shape, g)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps, recipe.peak_lr, 0.08)
@@ -451,10 +452,10 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             if chroma_head is not None:
                 chroma_ce = masked_ce(chroma_head(top).float(), chroma_units.to(device), m)
                 loss = loss + recipe.chroma_units_weight * chroma_ce
-            if recon_head is not None:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
+            if recon:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
                 spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
-                recon = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)
-                loss = loss + cfg.recon_weight * (recon * m).sum() / m.sum()
+                err = ((recon_head(top).float() - spec) ** 2).mean(-1)  # (B, T)
+                loss = loss + cfg.recon_weight * (err * m).sum() / m.sum()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"teacher {domain}: loss is {loss.item()} at step {step}; "
                                          f"lower --teacher_lr_{domain}")
