@@ -68,7 +68,7 @@ class Config:
     # teachers, pretrained when a default teacher file is missing or with --pretrain
     pretrain: str = ""  # speech | music: (re)train that teacher into --teacher_<domain> and stop
     teacher_steps: int = 2000  # speech teacher's masked-prediction steps, split evenly over its iterations
-    music_teacher_steps: int = 2600  # music teacher's masked-prediction steps (its wider front end costs more a step)
+    music_teacher_steps: int = 2600  # music teacher's masked-prediction steps (as many as its 20-minute build holds)
     front_end_steps_speech: int = 2400  # speech teacher's stage 0: steps fitting its front end (0: random, frozen)
     front_end_steps_music: int = 800  # music teacher's stage 0 steps (0: random, frozen)
     front_end_data_music: str = "music"  # music teacher's stage-0 audio: music | mix (half speech, half music)
@@ -77,7 +77,7 @@ class Config:
     recon_weight: float = 0.0  # music teacher: weight of MERT's masked CQT-like spectrum regression (0: off)
     chroma_units_weight: float = 0.0  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
-    teacher_lr_music: float = 5e-4  # music teacher's peak learning rate
+    teacher_lr_music: float = 5e-4  # music teacher's peak learning rate (3e-4 suited MERT's targets, not MFCC units)
     # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
     teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 for the paper's first target)
     dim: int = 192  # teacher and student width D
