@@ -113,13 +113,11 @@ def load_task(spec: str, data_dir: str) -> dict:
         audio, split, label = (cells[col[c]].strip() for c in ("path", "split", label_col))
         if split not in SPLITS:
             raise ValueError(f"{path}:{line}: split must be train, valid or test, got {split!r}")
-        if not audio:
-            raise ValueError(f"{path}:{line}: empty path")
+        if not audio or not label:
+            raise ValueError(f"{path}:{line}: empty {label_col if audio else 'path'}")
         audio = audio if os.path.isabs(audio) else os.path.join(root, audio)
         if not os.path.isfile(audio):
             raise ValueError(f"{path}:{line}: audio file not found: {audio}")
-        if label == "":
-            raise ValueError(f"{path}:{line}: empty {label_col}")
         rows.append(Row(line, audio, label.split() if label_col == "frames" else label, split))
     for s in SPLITS:
         if not any(r.split == s for r in rows):
@@ -202,10 +200,7 @@ def extract(model, clips: dict, device: str, max_seconds: float, audio: dict = N
 def task_arrays(task: dict, feats: dict, splits=SPLITS) -> dict:
     """split -> (X (N, L, C), y (N,), items per clip (clips,)) with class indices over the task's sorted labels;
     a frame-level task's items are frames, so a clip holds several (the paired bootstrap resamples clips)."""
-    if task["frame_level"]:
-        classes = sorted({lab for r in task["rows"] for lab in r.label})
-    else:
-        classes = sorted({r.label for r in task["rows"]})
+    classes = sorted({lab for r in task["rows"] for lab in (r.label if task["frame_level"] else [r.label])})
     index = {c: i for i, c in enumerate(classes)}
     out = {"classes": classes}
     for s in splits:
@@ -238,11 +233,7 @@ def layer_view(X: torch.Tensor, layer: str) -> torch.Tensor:
     """(N, L, C) -> the layers the probe sees: all of them for weighted, else one, (N, 1, C)."""
     if layer == "weighted":
         return X
-    if layer == "last":
-        return X[:, -1:]
-    i = int(layer)
-    if not -X.shape[1] <= i < X.shape[1]:
-        raise ValueError(f"--layer {i} out of range: this model has layers 0..{X.shape[1] - 1}")
+    i = X.shape[1] - 1 if layer == "last" else int(layer) % X.shape[1]  # run() has checked the range
     return X[:, i:i + 1]
 
 
@@ -343,10 +334,8 @@ def mean_scores(rows: list, model: str, layer: str = None, split: str = "test", 
     """task -> mean accuracy on `split` over probe seeds for `model` with `probe` (layer-filtered unless None); rows
     whose `split` was not read are skipped. If a model was probed more than once, the latest row of each (task,
     layer, seed) counts."""
-    latest = {}
-    for r in rows:
-        if r["model"] == model and (layer is None or r["layer"] == layer) and r.get("probe", "linear") == probe:
-            latest[(r["task"], r["layer"], r["seed"])] = r[split]
+    latest = {(r["task"], r["layer"], r["seed"]): r[split] for r in rows  # a later row replaces an earlier one
+              if r["model"] == model and (layer is None or r["layer"] == layer) and r.get("probe", "linear") == probe}
     by_task = {}
     for (task, _, _), v in latest.items():
         if v is not None:
@@ -377,24 +366,17 @@ def score_lines(rows: list, model: str, layer: str, cfg: Config) -> list:
     refs = {d: mean_scores(rows, getattr(cfg, f"ref_{d}"), "weighted", probe=cfg.probe)  # teachers' protocol
             or mean_scores(rows, getattr(cfg, f"ref_{d}"), layer, probe=cfg.probe) for d in ("speech", "music")}
     refs["audio"] = {t: max(refs["speech"][t], refs["music"][t]) for t in refs["speech"] if t in refs["music"]}
-    ref, note = {}, []
-    for t in mine:
-        domain = tasks.PROBE_TASKS.get(t, ("external",))[0]
-        if t in refs.get(domain, {}):
-            ref[t] = refs[domain][t]
-        else:
-            ref[t] = 1.0
-            note.append(t)
+    domain = {t: tasks.PROBE_TASKS.get(t, ("external",))[0] for t in mine}
+    note = [t for t in mine if t not in refs.get(domain[t], {})]  # no reference rows yet: s_ref = 1.0
+    ref = {t: 1.0 if t in note else refs[domain[t]][t] for t in mine}
     # a reference at or below the baseline would flip the sign of a task's term: such tasks are left out, and said
     skipped = [t for t in mine if t in base and ref[t] <= base[t] + 0.005]
     usable = {t: s for t, s in mine.items() if t in base and t not in skipped}
     if not usable:
         return ["overall score: needs logmel rows for these tasks (python probe.py --model logmel --task all)"]
-    lines = []
-    for name, keep in (("speech", "speech"), ("music", "music"), ("overall", None)):
-        part = {t: s for t, s in usable.items() if keep is None or tasks.PROBE_TASKS.get(t, ("",))[0] == keep}
-        if part:
-            lines.append(f"{name} score: {overall_score(part, base, ref):.1f} over {len(part)} tasks")
+    parts = {n: {t: s for t, s in usable.items() if n in ("overall", domain[t])}
+             for n in ("speech", "music", "overall")}
+    lines = [f"{n} score: {overall_score(p, base, ref):.1f} over {len(p)} tasks" for n, p in parts.items() if p]
     if note:
         lines.append(f"(s_ref = 1.0 for {', '.join(note)}: no rows tagged {cfg.ref_speech}/{cfg.ref_music} yet)")
     if skipped:

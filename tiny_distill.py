@@ -14,7 +14,7 @@ DistilHuBERT themselves. Part 1 is the method; Part 2 (after the banner) the plu
 Usage:  python tiny_distill.py --domain music          # data, theta0 (and teachers) made if missing
         python tiny_distill.py --domain speech --seed 1
         python tiny_distill.py --domain both           # ensemble distillation
-        python tiny_distill.py --pretrain speech       # rebuild a teacher (about 16 minutes on 2 cores)
+        python tiny_distill.py --pretrain speech       # rebuild a teacher (about 20 minutes on 2 cores)
         python tiny_distill.py --bench                 # step times, FLOP/s, ratio to transformers' HubertModel
         torchrun --nproc_per_node 2 tiny_distill.py --domain music  # DDP
         python tiny_distill.py --preset paper --teacher_speech hubert_base_ls960.pt \\
@@ -69,7 +69,7 @@ class Config:
     pretrain: str = ""  # speech | music: (re)train that teacher into --teacher_<domain> and stop
     teacher_steps: int = 2000  # speech teacher's masked-prediction steps, split evenly over its iterations
     music_teacher_steps: int = 2600  # music teacher's masked-prediction steps (as many as its 20-minute build holds)
-    front_end_steps_speech: int = 2400  # speech teacher's stage 0: steps fitting its front end (0: random, frozen)
+    front_end_steps_speech: int = 1400  # speech teacher's stage 0 steps (0: random, frozen); as many as its build holds
     front_end_steps_music: int = 800  # music teacher's stage 0 steps (0: random, frozen)
     front_end_data_music: str = "music"  # music teacher's stage-0 audio: music | mix (half speech, half music)
     music_units: str = "mfcc"  # what the music teacher's k-means units cluster: mfcc | mfcc_chroma (MERT-v0-like)
@@ -81,7 +81,7 @@ class Config:
     # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
     teacher_layers: int = 6  # teacher depth (the student has 2: a third, as 4 of 12 for the paper's first target)
     dim: int = 192  # teacher and student width D
-    conv_channels: int = 64  # conv front end channels C of the speech teacher, theta0 and the students
+    conv_channels: int = 128  # front end channels C of the speech teacher, theta0, students (C / D = 2/3: HuBERT's)
     music_conv_channels: int = 128  # the music teacher's C (never in theta0; 0: conv_channels); pitch needs width
     # what to run
     init_only: bool = False  # write theta0 and stop
@@ -478,7 +478,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
 
 
 def load_or_pretrain_teacher(cfg: Config, domain: str, device: str) -> Encoder:
-    """The frozen teacher at --teacher_<domain>. Pretrained there (about 15 minutes) only when the default path is
+    """The frozen teacher at --teacher_<domain>. Pretrained there (about 20 minutes) only when the default path is
     missing: a path typed on the command line that does not exist is a typo until shown otherwise."""
     path = cfg.teacher_speech if domain == "speech" else cfg.teacher_music
     if not os.path.exists(path):
