@@ -76,6 +76,7 @@ class Config:
     speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)
     recon_weight: float = 0.0  # music teacher: weight of MERT's masked CQT-like spectrum regression (0: off)
     chroma_units_weight: float = 0.0  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
+    chroma_units_layer: int = 0  # the layer that head reads (0: the top; 2: theta0's top, so theta0 inherits it)
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
     teacher_lr_music: float = 5e-4  # music teacher's peak learning rate (3e-4 suited MERT's targets, not MFCC units)
     # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
@@ -265,6 +266,7 @@ class TeacherRecipe:
     front_end_steps: int  # stage 0's steps
     front_end_data: str  # the pool stage 0 reads: the domain's own, or mix
     chroma_units_weight: float  # > 0: a second codebook, 50 k-means units of chroma, predicted by a second head
+    chroma_units_layer: int  # the layer that head reads (0: the top)
 
 
 def mel_and_periodicity_target(wav):
@@ -295,14 +297,14 @@ def teacher_recipe(cfg: Config, domain: str) -> TeacherRecipe:
     if domain == "speech":  # HuBERT: units of MFCCs (iteration 1)
         return TeacherRecipe(1000, cfg.conv_channels, cfg.teacher_steps, cfg.teacher_lr_speech, cfg.speech_iterations,
                              "mel + periodicity", mel_and_periodicity_target, "MFCC", tasks.mfcc, 0,
-                             cfg.front_end_steps_speech, "speech", cfg.chroma_units_weight)
+                             cfg.front_end_steps_speech, "speech", cfg.chroma_units_weight, cfg.chroma_units_layer)
     # DEVIATION: MERT-v0 clusters log-mel + chroma and regresses the CQT of masked frames; ours hears pitch through
     # its front end (stage 0 fits a semitone spectrum) and predicts MFCC units: the pitch targets wore the layers'
     # timbre away (README, Teachers). --music_units mfcc_chroma --recon_weight 1 restore MERT's targets.
     units = ("MFCC", tasks.mfcc) if cfg.music_units == "mfcc" else ("MFCC + chroma", mfcc_and_chroma)
     return TeacherRecipe(1001, cfg.music_conv_channels or cfg.conv_channels, cfg.music_teacher_steps,  # MERT
                          cfg.teacher_lr_music, 1, "mel + CQT-like semitone", mel_and_semitone_target, *units, 216,
-                         cfg.front_end_steps_music, cfg.front_end_data_music, 0.0)
+                         cfg.front_end_steps_music, cfg.front_end_data_music, 0.0, 0)
 
 
 def teacher_config(cfg: Config, recipe: TeacherRecipe) -> EncoderConfig:
@@ -445,12 +447,14 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps, recipe.peak_lr, 0.08)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-                top = enc(wav.to(device), mask.to(device))[-1]  # (B, T, D)
+                hidden = enc(wav.to(device), mask.to(device))  # layers + 1 x (B, T, D)
+                top = hidden[-1]
                 logits = unit_head(top).float()
             m = mask.to(device).float()
             loss = masked_ce(logits, units.to(device), m)
             if chroma_head is not None:
-                chroma_ce = masked_ce(chroma_head(top).float(), chroma_units.to(device), m)
+                chroma_in = hidden[recipe.chroma_units_layer or -1]
+                chroma_ce = masked_ce(chroma_head(chroma_in).float(), chroma_units.to(device), m)
                 loss = loss + recipe.chroma_units_weight * chroma_ce
             if recon:  # MERT's musical teacher: reconstruct the CQT-like spectrum of masked frames
                 spec = (target_spec.to(device) - target_spec.mean()) / (target_spec.std() + 1e-5)
@@ -1336,6 +1340,7 @@ def check_config(cfg: Config) -> None:
         steps=(1, None), batch=(1, None), crop_s=(tasks.WIN / tasks.SR, None), lr=(0, None), warmup_frac=(0, 1),
         conv_grad_mult=(0, None), teacher_steps=(1, None), music_teacher_steps=(1, None),
         front_end_steps_speech=(0, None), front_end_steps_music=(0, None), chroma_units_weight=(0, None),
+        chroma_units_layer=(0, cfg.teacher_layers),
         speech_iterations=(1, 3), teacher_layers=(1, None), dim=(1, None), conv_channels=(1, None),
         music_conv_channels=(0, None), threads=(0, None), log_every=(1, None), ckpt_every=(1, None),
         cache_crops=(0, None)), choices=dict(domain=("speech", "music", "both"), data=("", "speech", "music", "mix"),

@@ -46,14 +46,16 @@ def test_music_unit_features_are_mfccs_next_to_the_right_pitch_class(midi):
 
 def test_chroma_units_head_changes_the_speech_teacher_and_is_off_by_default(tiny_setup, tmp_path):
     """--chroma_units_weight 0 (the default) rebuilds the session's tiny speech teacher to the bit; a weight > 0 adds
-    the second head on chroma units and so trains other weights."""
+    the second head on chroma units and so trains other weights, and which layer it reads matters too."""
     cfg, _ = tiny_setup
     prints = {}
-    for w in (0.0, 2.0):
-        path = str(tmp_path / f"speech_{w}.pt")
-        td.pretrain_teacher(td.Config(**{**vars(cfg), "chroma_units_weight": w}), "speech", path)
-        prints[w] = td.load_checkpoint(path, "")["fingerprint"]
-    assert prints[0.0] == td.load_checkpoint(cfg.teacher_speech, "")["fingerprint"] != prints[2.0], prints
+    for w, layer in ((0.0, 0), (2.0, 0), (2.0, 1)):
+        path = str(tmp_path / f"speech_{w}_{layer}.pt")
+        td.pretrain_teacher(td.Config(**{**vars(cfg), "chroma_units_weight": w, "chroma_units_layer": layer}),
+                            "speech", path)
+        prints[w, layer] = td.load_checkpoint(path, "")["fingerprint"]
+    assert prints.pop((0.0, 0)) == td.load_checkpoint(cfg.teacher_speech, "")["fingerprint"], prints
+    assert len(set(prints.values()) | {td.load_checkpoint(cfg.teacher_speech, "")["fingerprint"]}) == 3, prints
 
 
 def test_music_teacher_options_change_it_and_the_defaults_rebuild_it(tiny_setup, tmp_path):
