@@ -148,3 +148,17 @@ def test_a_fresh_sweep_probes_logmel_first(tiny_data, tmp_path):
     assert len(probe.read_results(results)) == len(rows)
     with pytest.raises(ValueError, match="not found"):
         merge.probe_model(str(tmp_path / "missing.pt"), "x", "last", cfg)
+
+
+def test_teachers_of_one_size_are_probed_against_one_random_encoder(tiny_setup):
+    """Random encoders of equal sizes are one encoder (seed 0): the study probes it once, and both teacher-table
+    columns read it; teachers of two sizes get one each."""
+    cfg, _ = tiny_setup
+    two = merge.Config(teacher_speech=cfg.teacher_speech, teacher_music=cfg.teacher_music, init=cfg.init)
+    one = merge.Config(teacher_speech=cfg.teacher_speech, teacher_music=cfg.teacher_speech, init=cfg.init)
+    assert [merge.random_tag(two, d) for d in ("speech", "music")] == ["random_teacher_speech", "random_teacher_music"]
+    assert [merge.random_tag(one, d) for d in ("speech", "music")] == ["random_teacher_speech"] * 2
+    tags = lambda c: [tag for _, tag, _ in merge.references(c)]  # noqa: E731
+    assert len(tags(two)) == 6 and len(tags(one)) == 5 and "random_teacher_music" not in tags(one)
+    assert td.fingerprint(td.random_like(cfg.teacher_speech).state_dict()) != \
+        td.fingerprint(td.random_like(cfg.teacher_music).state_dict())  # two sizes, two encoders
