@@ -98,11 +98,7 @@ def flatten(tau: dict) -> torch.Tensor:
 
 
 def unflatten(flat: torch.Tensor, like: dict) -> dict:
-    out, i = {}, 0
-    for k, v in like.items():
-        out[k] = flat[i:i + v.numel()].view_as(v)
-        i += v.numel()
-    return out
+    return {k: x.view_as(v) for (k, v), x in zip(like.items(), flat.split([v.numel() for v in like.values()]))}
 
 
 def trim(flat: torch.Tensor, keep_frac: float) -> torch.Tensor:
@@ -158,12 +154,11 @@ def merged_state(cfg: Config, speech_path: str, music_path: str) -> tuple:
     return state, theta0
 
 
-def write_merged(cfg: Config, speech_path: str, music_path: str, out: str) -> str:
+def write_merged(cfg: Config, speech_path: str, music_path: str, out: str) -> None:
     state, theta0 = merged_state(cfg, speech_path, music_path)
     td.save_checkpoint(out, encoder=state, encoder_config=theta0["encoder_config"],
                        theta0_fingerprint=theta0["fingerprint"],
                        merge=dict(asdict(cfg), speech=speech_path, music=music_path))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -358,21 +353,12 @@ def table_rows(rows: list, cfg: Config, seeds: list) -> list:
     for name, label in (("student_speech", "speech student"), ("student_music", "music student"),
                         ("ensemble", "ensemble (both teachers)"), ("ensemble_2x", "ensemble, 2x steps")):
         entries.append((label, [tag_of(name, cfg, s) for s in seeds]))
-    for lam_speech in REPORTED:
-        lam_music = round(1 - lam_speech, 1)
-        entries.append((f"{cfg.method.upper()} lam {lam_speech}/{lam_music}",
-                        [merged_tag(cfg, lam_speech, lam_music, s) for s in seeds]))
-    pick, _ = valid_pick(rows, cfg, seeds)
-    if pick:
-        entries.append((f"{cfg.method.upper()} valid pick {pick[0]}/{pick[1]}",
-                        [merged_tag(cfg, *pick, s) for s in seeds]))
-    # ablation rows, at the paper's points (--method M --sweep paper)
-    for method in [m for m in ("ties", "dare") if m != cfg.method]:
+    for method in [cfg.method] + [m for m in ("ties", "dare") if m != cfg.method]:  # then the ablations (--sweep paper)
         other = Config(**{**asdict(cfg), "method": method})
         for lam_speech, lam_music in sweep_points("paper"):
             entries.append((f"{method.upper()} lam {lam_speech}/{lam_music}",
                             [merged_tag(other, lam_speech, lam_music, s) for s in seeds]))
-        pick, _ = valid_pick(rows, other, seeds, "paper")
+        pick, _ = valid_pick(rows, other, seeds, "line" if method == cfg.method else "paper")
         if pick:
             entries.append((f"{method.upper()} valid pick {pick[0]}/{pick[1]}",
                             [merged_tag(other, *pick, s) for s in seeds]))

@@ -166,8 +166,7 @@ class Clip(NamedTuple):
 
 
 @torch.no_grad()
-def extract(model, clips: dict, device: str, max_seconds: float, audio: dict = None,
-            batch_samples: int = 64 * tasks.SR) -> dict:
+def extract(model, clips: dict, device: str, max_seconds: float, audio: dict = None) -> dict:
     """clips: path -> Clip -> path -> (pooled (L, C) float32, frames (L, T, C) float16 or None). Clips of equal
     length are batched (no padding, so no mask is needed), and test-only clips never share a batch with the others:
     train and valid features are the same whether or not test is read. `audio` caches decoded files across calls."""
@@ -183,7 +182,7 @@ def extract(model, clips: dict, device: str, max_seconds: float, audio: dict = N
         groups.setdefault((clip.test_only, len(audio[path])), []).append(path)
     feats, done, t0 = {}, 0, time.time()
     for (_, n), paths in sorted(groups.items()):
-        per_batch = max(1, batch_samples // n)
+        per_batch = max(1, 64 * tasks.SR // n)  # clips of 64 s of audio in all a batch
         for i in range(0, len(paths), per_batch):
             chunk = paths[i:i + per_batch]
             wav = torch.from_numpy(np.stack([audio[p] for p in chunk])).to(device)  # (B, n)

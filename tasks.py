@@ -150,7 +150,6 @@ PHONES = {
     "k": ("stop", (300, 2200, 2600), 2000, 0.5, 0), "b": ("stop", (300, 900, 2300), 900, 1.5, 1),
     "d": ("stop", (300, 1700, 2600), 4500, 1.0, 1), "g": ("stop", (300, 2200, 2600), 2000, 0.5, 1),
 }
-PHONE_LABELS = ["sil"] + list(PHONES)  # 22 frame classes for PR
 
 LEXICON = {  # 30 words; KS keywords first, then IC actions and objects, then fillers
     "go": "g o", "stop": "s t a p", "on": "a n", "off": "o f", "back": "b ae k", "see": "s i", "moon": "m u n",
@@ -1012,8 +1011,7 @@ def read_audio(path: str, max_seconds: float = 30.0) -> np.ndarray:
             from None
     if wav.shape[0] == 0:
         raise ValueError(f"audio file {path!r} is empty (0 samples); remove it or replace it")
-    wav = np.nan_to_num(wav.mean(axis=1))
-    wav = resample(wav, sr, SR)
+    wav = resample(np.nan_to_num(wav.mean(axis=1)), sr, SR)
     max_n = int(max_seconds * SR)
     if len(wav) > max_n:
         start = (len(wav) - max_n) // 2

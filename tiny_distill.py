@@ -20,7 +20,6 @@ Usage:  python tiny_distill.py --domain music          # data, theta0 (and teach
         python tiny_distill.py --preset paper --teacher_speech hubert_base_ls960.pt \\
             --teacher_music MERT-v0-public/ --speech_dir LibriSpeech/ --init out/theta0_paper.pt   # real teachers
 """
-import argparse
 import collections
 import hashlib
 import json
@@ -32,7 +31,7 @@ import sys
 import time
 import types
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
@@ -338,13 +337,8 @@ def fit_front_end(enc: Encoder, pools: dict, domain: str, recipe: TeacherRecipe,
         wav = read_crops(pools, draw_crops(pools, data, cfg.batch * 2, crop_n, g), crop_n)  # (B, n)
         with torch.no_grad():
             target = ((spectrum(wav) - mean) / std).to(device)  # (B, T, bins)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, peak_lr, 0.05)
         err = ((readout(enc.conv(wav.to(device))) - target) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        err.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        optimizer_step(opt, params, err, lr_at(step, steps, peak_lr, 0.05))
         if step % cfg.log_every == 0 or step == steps:
             el = time.time() - t0
             print(f"front end step {step}/{steps} {data} spectrum explained variance {1 - err.item():.3f} "
@@ -444,8 +438,6 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
                     chroma_units = nearest_unit(log_chroma(wav), *chroma_codebook)
                 target_spec = tasks.semitone_spectrum(wav) if recon else None
             mask = span_mask(*units.shape, g)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps, recipe.peak_lr, 0.08)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
                 hidden = enc(wav.to(device), mask.to(device))  # layers + 1 x (B, T, D)
                 top = hidden[-1]
@@ -463,10 +455,7 @@ def pretrain_teacher(cfg: Config, domain: str, path: str) -> None:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"teacher {domain}: loss is {loss.item()} at step {step}; "
                                          f"lower --teacher_lr_{domain}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
+            optimizer_step(opt, params, loss, lr_at(step, steps, recipe.peak_lr, 0.08))
             if step % cfg.log_every == 0 or step == steps:
                 acc = ((logits.argmax(-1) == units.to(device)).float() * m).sum() / m.sum()
                 el, done = time.time() - t0, it * steps + step
@@ -591,8 +580,6 @@ def distill_step(forward, params: list, opt, wav, targets: dict, lr: float, cfg:
     """One update: the student's predictions, the losses summed over teachers (the ensemble's two with equal
     weights), backward, clip at 5, AdamW. -> (loss, per-teacher head stats, gradient norm). A non-finite loss
     stops before the update."""
-    for group in opt.param_groups:
-        group["lr"] = lr
     with torch.autocast(wav.device.type, dtype=torch.bfloat16, enabled=amp):
         preds = forward(wav, cfg.conv_grad_mult)
     loss, stats = 0.0, {}
@@ -602,11 +589,19 @@ def distill_step(forward, params: list, opt, wav, targets: dict, lr: float, cfg:
         stats[d] = dict(l1=[round(x, 4) for x in l1.tolist()], cos=[round(x, 4) for x in cos.tolist()])
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()}")
+    return loss, stats, optimizer_step(opt, params, loss, lr)  # under DDP the gradients arrive averaged over the ranks
+
+
+def optimizer_step(opt, params: list, loss: torch.Tensor, lr: float) -> torch.Tensor:
+    """Every loop's update (stage 0, masked prediction, distillation): set the learning rate, backward, clip the
+    gradient norm at 5, step. -> the norm before clipping."""
+    for group in opt.param_groups:
+        group["lr"] = lr
     opt.zero_grad(set_to_none=True)
-    loss.backward()  # under DDP the gradients arrive averaged over the ranks
+    loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, 5.0)
     opt.step()
-    return loss, stats, grad_norm
+    return grad_norm
 
 
 def train(cfg: Config) -> dict:
@@ -1154,11 +1149,10 @@ class Run:
         return ck["step"]
 
     def wrap(self, model):
-        ddp = model
         if self.world > 1:
-            ddp = nn.parallel.DistributedDataParallel(model, device_ids=[self.rank] if self.device.startswith("cuda")
-                                                      else None)
-        return torch.compile(ddp) if self.cfg.compile else ddp
+            model = nn.parallel.DistributedDataParallel(model, device_ids=[self.rank] if self.device.startswith("cuda")
+                                                        else None)
+        return torch.compile(model) if self.cfg.compile else model
 
     def begin(self, student, layers: dict, theta0_fp: str, start: int, cached: bool) -> None:
         self.theta0_fp, self.start, self.metrics, self.t0 = theta0_fp, start, {}, time.time()
