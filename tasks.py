@@ -423,8 +423,7 @@ def render_note(rng, pre: dict, midi: float, seconds: float, vel: float = 1.0) -
         scoop = f * 2 ** (-0.4 * np.exp(-t / 0.04) / 12)
         bright = np.exp(-t / 0.15)
         dark = wavetable_osc(a * k ** -(1.5 + pre["tilt"]), scoop)
-        y = bright * wavetable_osc(a * k ** -1.0, scoop) + (1 - bright) * dark
-        y = y * envelope(n, 0.03, 0.08)
+        y = (bright * wavetable_osc(a * k ** -1.0, scoop) + (1 - bright) * dark) * envelope(n, 0.03, 0.08)
     elif inst == "marimba":
         y = sum(amp * np.sin(2 * np.pi * f * r * t) * np.exp(-t / (tau * pre["decay"]))
                 for r, amp, tau in [(1, 1, 0.5), (3.93, 0.4 * pre["bright"], 0.15), (9.2, 0.2 * pre["bright"], 0.05)]
@@ -679,12 +678,11 @@ def jobs(cfg: Config) -> list:
     specs = {"pool_speech": [None] * int(np.ceil(cfg.pool_minutes * 60 / cfg.pool_clip_s))}
     specs["pool_music"] = list(specs["pool_speech"])
     specs["ks"] = [(s, c, r) for s in range(cfg.speakers) for c in range(len(KS_CLASSES)) for r in range(cfg.ks_reps)]
-    specs["cmd"] = []
+    cmds = [(a, o, r) for a in range(len(ACTIONS)) for o in range(len(OBJECTS)) for r in range(cfg.ic_reps)]
+    n, specs["cmd"] = len(cmds), []  # commands per speaker, 20% of them test for SID
     for s in range(cfg.speakers):  # styles balanced per speaker: a shuffled cycle over the speaker's commands
-        n = len(ACTIONS) * len(OBJECTS) * cfg.ic_reps
         styles = np.random.default_rng([cfg.seed, SET_IDS["speakers"], s, 1]).permutation(n) % len(STYLES)
-        specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(
-            [(a, o, r) for a in range(len(ACTIONS)) for o in range(len(OBJECTS)) for r in range(cfg.ic_reps)], styles)]
+        specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(cmds, styles)]
     specs["sing"] = [(s, tq, r) for s in range(cfg.singers) for tq in range(len(TECHNIQUES))
                      for r in range(cfg.sing_reps)]
     # preset p of instrument i plays notes_per_preset pitches, a window of a fixed shuffle of the 48 pitches that
@@ -699,7 +697,6 @@ def jobs(cfg: Config) -> list:
     x = cfg.test_scale - 1
     new_speakers = range(cfg.speakers, cfg.speakers + x * n_test(cfg.speakers))
     specs["ks"] += [(s, c, r) for s in new_speakers for c in range(len(KS_CLASSES)) for r in range(cfg.ks_reps)]
-    n = len(ACTIONS) * len(OBJECTS) * cfg.ic_reps  # commands per speaker, 20% of them test for SID
     for s in list(range(cfg.speakers)) + list(new_speakers):
         rng = np.random.default_rng([cfg.seed, SET_IDS["speakers"], s, 2])
         if s < cfg.speakers:  # a seen speaker's extra commands (SID test): a random draw of intents, new renderings
@@ -707,7 +704,7 @@ def jobs(cfg: Config) -> list:
                      for o in range(len(OBJECTS))]
             items = [items[k] for k in rng.permutation(len(items))[:x * n_test(n, (0.6, 0.2))]]
         else:
-            items = [(a, o, r) for a in range(len(ACTIONS)) for o in range(len(OBJECTS)) for r in range(cfg.ic_reps)]
+            items = cmds
         styles = rng.permutation(len(items)) % len(STYLES)
         specs["cmd"] += [(s, a, o, r, int(st)) for (a, o, r), st in zip(items, styles)]
     new_singers = range(cfg.singers, cfg.singers + x * n_test(cfg.singers, (0.6, 0.2)))
@@ -732,7 +729,6 @@ def make_clip(cfg: Config, job: tuple) -> dict:
     kind, index, spec = job
     rng = rng_for(cfg, kind, index)
     speaker = lambda s: make_speaker(rng_for(cfg, "speakers", s))  # noqa: E731
-    singer = lambda s: make_speaker(rng_for(cfg, "singers", s))  # noqa: E731
     meta = {}
     if kind == "pool_speech":  # phrases of random words by random pool speakers, cut to the clip length
         parts, n = [], int(cfg.pool_clip_s * SR)
@@ -766,7 +762,7 @@ def make_clip(cfg: Config, job: tuple) -> dict:
         meta = dict(intent=f"{ACTIONS[a]}_{OBJECTS[o]}", speaker=s, style=style, rep=rep, frames=" ".join(labels))
     elif kind == "sing":
         s, tq, rep = spec
-        spk = singer(s)
+        spk = make_speaker(rng_for(cfg, "singers", s))
         midi = 12 * np.log2(spk["f0"] / 440) + 69 + rng.uniform(-3, 10)  # a singer's range sits above its speech
         wav = sing(rng, spk, TECHNIQUES[tq], midi, 1.5)
         meta = dict(singer=s, technique=TECHNIQUES[tq], rep=rep)
