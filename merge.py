@@ -233,20 +233,19 @@ def probe_model(path: str, tag: str, layer: str, cfg: Config, splits: str = "tra
 def references(cfg: Config) -> list:
     """(model, tag, layer) of the rows every table compares against: log-mel, the teachers (SUPERB's weighted
     layers), random encoders of each teacher's size (one, when the sizes are one), theta0."""
-    refs = [("logmel", "logmel", "last"), (cfg.teacher_speech, "teacher_speech", "weighted"),
-            (cfg.teacher_music, "teacher_music", "weighted")]
-    for domain in ("speech", "music"):
-        if random_tag(cfg, domain) not in [tag for _, tag, _ in refs]:
-            refs.append(("random:" + getattr(cfg, f"teacher_{domain}"), random_tag(cfg, domain), "weighted"))
-    return refs + [(cfg.init, "theta0", "last")]
+    randoms = random_tags(cfg)
+    return [("logmel", "logmel", "last"), (cfg.teacher_speech, "teacher_speech", "weighted"),
+            (cfg.teacher_music, "teacher_music", "weighted")] + \
+        [("random:" + getattr(cfg, f"teacher_{d}"), tag, "weighted") for d, tag in randoms.items()
+         if d == "speech" or tag != randoms["speech"]] + [(cfg.init, "theta0", "last")]
 
 
-def random_tag(cfg: Config, domain: str) -> str:
-    """The results tag of the random encoder of this domain's teacher's size. Teachers of one size (ours are) have
+def random_tags(cfg: Config) -> dict:
+    """domain -> the results tag of the random encoder of its teacher's size. Teachers of one size (ours are) have
     one random encoder (same sizes, seed 0): it is probed once, as random_teacher_speech."""
     paths = (cfg.teacher_speech, cfg.teacher_music)
     same = all(os.path.exists(p) for p in paths) and td.read_encoder(paths[0])[0] == td.read_encoder(paths[1])[0]
-    return "random_teacher_speech" if same else f"random_teacher_{domain}"
+    return {d: "random_teacher_speech" if same else f"random_teacher_{d}" for d in ("speech", "music")}
 
 
 def merged_path(tag: str) -> str:
@@ -458,8 +457,9 @@ def teacher_table(rows: list, cfg: Config) -> str:
     """Each teacher against log-mel and the random encoder of its own size, with theta0 and the students of the
     first seed; bold: the teacher beats both baselines of its domain's task by more than one paired SE."""
     seed = int(cfg.seeds.split(",")[0])
-    cols = [("log-mel", "logmel", "last"), ("random, speech size", random_tag(cfg, "speech"), "weighted"),
-            ("random, music size", random_tag(cfg, "music"), "weighted"),
+    randoms = random_tags(cfg)
+    cols = [("log-mel", "logmel", "last"), ("random, speech size", randoms["speech"], "weighted"),
+            ("random, music size", randoms["music"], "weighted"),
             ("speech teacher", "teacher_speech", "weighted"),
             ("music teacher", "teacher_music", "weighted"), ("theta0", "theta0", "last"),
             ("speech student", tag_of("student_speech", cfg, seed), "last"),

@@ -182,7 +182,7 @@ def extract(model, clips: dict, device: str, max_seconds: float, audio: dict = N
         groups.setdefault((clip.test_only, len(audio[path])), []).append(path)
     feats, done, t0 = {}, 0, time.time()
     for (_, n), paths in sorted(groups.items()):
-        per_batch = max(1, 64 * tasks.SR // n)  # clips of 64 s of audio in all a batch
+        per_batch = max(1, 64 * tasks.SR // n)  # about 64 s of audio a batch
         for i in range(0, len(paths), per_batch):
             chunk = paths[i:i + per_batch]
             wav = torch.from_numpy(np.stack([audio[p] for p in chunk])).to(device)  # (B, n)
