@@ -74,8 +74,8 @@ class Config:
     music_units: str = "mfcc"  # what the music teacher's k-means units cluster: mfcc | mfcc_chroma (MERT-v0-like)
     speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)
     recon_weight: float = 0.0  # music teacher: weight of MERT's masked CQT-like spectrum regression (0: off)
-    chroma_units_weight: float = 0.0  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
-    chroma_units_layer: int = 0  # the layer that head reads (0: the top; 2: theta0's top, so theta0 inherits it)
+    chroma_units_weight: float = 0.25  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
+    chroma_units_layer: int = 4  # the layer that head reads (0: the top); 4 sits just above theta0's two layers
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
     teacher_lr_music: float = 5e-4  # music teacher's peak learning rate (3e-4 suited MERT's targets, not MFCC units)
     # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
@@ -294,6 +294,9 @@ def mfcc_and_chroma(wav):
 
 def teacher_recipe(cfg: Config, domain: str) -> TeacherRecipe:
     if domain == "speech":  # HuBERT: units of MFCCs (iteration 1)
+        # DEVIATION: HuBERT predicts one codebook; ours also predicts 50 chroma units from layer 4 at weight 0.25, so
+        # the layers theta0 copies keep pitch (without it theta0 probes Pitch below log-mel). --chroma_units_weight 0
+        # gives HuBERT's single target.
         return TeacherRecipe(1000, cfg.conv_channels, cfg.teacher_steps, cfg.teacher_lr_speech, cfg.speech_iterations,
                              "mel + periodicity", mel_and_periodicity_target, "MFCC", tasks.mfcc, 0,
                              cfg.front_end_steps_speech, "speech", cfg.chroma_units_weight, cfg.chroma_units_layer)

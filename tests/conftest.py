@@ -25,7 +25,7 @@ def tiny_data(tmp_path_factory):
 
 DISTILL_TINY = dict(dim=32, conv_channels=16, music_conv_channels=24, teacher_layers=3, teacher_steps=3,
                     music_teacher_steps=3, front_end_steps_speech=2, front_end_steps_music=2, steps=4, batch=2,
-                    crop_s=0.5, log_every=1, ckpt_every=2, bf16="off")
+                    crop_s=0.5, log_every=1, ckpt_every=2, bf16="off", chroma_units_layer=2)
 
 
 @pytest.fixture(scope="session")

@@ -44,17 +44,19 @@ def test_music_unit_features_are_mfccs_next_to_the_right_pitch_class(midi):
     assert chroma.argmax().item() == (midi - 28) % 12, chroma
 
 
-def test_chroma_units_head_changes_the_speech_teacher_and_is_off_by_default(tiny_setup, tmp_path):
-    """--chroma_units_weight 0 (the default) rebuilds the session's tiny speech teacher to the bit; a weight > 0 adds
-    the second head on chroma units and so trains other weights, and which layer it reads matters too."""
+def test_chroma_units_head_is_on_by_default_and_changes_the_speech_teacher(tiny_setup, tmp_path):
+    """The default chroma head (weight > 0, on a lower layer) rebuilds the session's tiny speech teacher to the bit;
+    weight 0 (HuBERT's single target) and another layer each train other weights."""
     cfg, _ = tiny_setup
+    assert td.Config().chroma_units_weight > 0 and 0 < td.Config().chroma_units_layer < td.Config().teacher_layers
     prints = {}
-    for w, layer in ((0.0, 0), (2.0, 0), (2.0, 1)):
+    for w, layer in ((cfg.chroma_units_weight, cfg.chroma_units_layer), (0.0, 0), (2.0, 1)):
         path = str(tmp_path / f"speech_{w}_{layer}.pt")
         td.pretrain_teacher(td.Config(**{**vars(cfg), "chroma_units_weight": w, "chroma_units_layer": layer}),
                             "speech", path)
         prints[w, layer] = td.load_checkpoint(path, "")["fingerprint"]
-    assert prints[0.0, 0] == td.load_checkpoint(cfg.teacher_speech, "")["fingerprint"], prints
+    assert prints[cfg.chroma_units_weight, cfg.chroma_units_layer] == \
+        td.load_checkpoint(cfg.teacher_speech, "")["fingerprint"], prints
     assert len(set(prints.values())) == 3, prints
 
 
