@@ -75,7 +75,7 @@ class Config:
     speech_iterations: int = 1  # HuBERT-style unit iterations of the speech teacher (2: then units of layer 3)
     recon_weight: float = 0.0  # music teacher: weight of MERT's masked CQT-like spectrum regression (0: off)
     chroma_units_weight: float = 0.25  # speech teacher: weight of a second head predicting 50 chroma units (0: none)
-    chroma_units_layer: int = 4  # the layer that head reads (0: the top); 4 sits just above theta0's two layers
+    chroma_units_layer: int = 4  # the layer that head reads (0: the top); 4: two above theta0's top, layer 2
     teacher_lr_speech: float = 5e-4  # speech teacher's peak learning rate
     teacher_lr_music: float = 5e-4  # music teacher's peak learning rate (3e-4 suited MERT's targets, not MFCC units)
     # sizes (DEVIATION: tiny, where HuBERT Base and MERT are 12 x 768 with C = 512)
